@@ -1,0 +1,1 @@
+"""herd's services: gateway, scheduler, worker and registry, sharing only `protocol` and `config`."""

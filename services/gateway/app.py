@@ -1,0 +1,56 @@
+"""The gateway's FastAPI application: the only HTTP surface of herd."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from services import telemetry
+from services.config import Settings
+from services.gateway import errors, info, native
+from services.gateway.relay import Relay
+from services.gateway.state import GatewayState
+from services.protocol import WorkerState, subjects
+from services.protocol.bus import new_broker, request_stream
+
+
+def create_app(settings: Settings) -> FastAPI:
+    broker = new_broker(settings.nats_url or "", "gateway")
+    state = GatewayState(settings, broker, Relay(broker, settings.idle_timeout))
+    # Declaring the publisher declares the bounded stream, whether or not a scheduler is up yet.
+    broker.publisher(subjects.request_subject("generate"), stream=request_stream(settings.max_queue))
+
+    @broker.subscriber(subjects.HEARTBEAT)
+    async def on_heartbeat(worker: WorkerState) -> None:
+        state.observe(worker)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            telemetry.shutdown()
+
+    app = FastAPI(title="herd", version=info.version(), lifespan=lifespan)
+    app.state.herd = state
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origin_regex=_origins_regex(settings.origins),
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+    errors.install(app)
+    app.include_router(info.router)
+    app.include_router(native.router)
+    return app
+
+
+def _origins_regex(origins: tuple[str, ...]) -> str:
+    """OLLAMA_ORIGINS patterns (with `*` wildcards) as one anchored regex."""
+    return "|".join("^" + re.escape(o).replace(r"\*", ".*") + "$" for o in origins)

@@ -1,0 +1,70 @@
+"""The gateway's error tree and its one mapping to HTTP: `{"error": "..."}` with a status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
+
+
+class ApiError(Exception):
+    """A request that ends with an Ollama-style error body."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class QueueFull(ApiError):
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__(QUEUE_FULL)
+
+
+class ClientGone(ApiError):
+    """The client went away while its request waited (Ollama answers 499)."""
+
+    status = 499
+
+    def __init__(self) -> None:
+        super().__init__("request canceled")
+
+
+class Unavailable(ApiError):
+    """A service behind the gateway did not answer."""
+
+    status = 503
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail).lower())
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, str(exc.errors()[0].get("msg", "invalid request")))

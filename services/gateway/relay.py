@@ -1,0 +1,102 @@
+"""One generation's trip through NATS, seen from the gateway.
+
+Subscribe to the request's reply subject first, then publish the request into
+the bounded stream (a full stream is HTTP 503), then read the worker's replies
+in order. Closing the relay early (the client went away) sends a cancel, so the
+scheduler drops a waiting request and a worker stops a running one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import nats.errors
+from faststream.nats import NatsBroker
+from nats.js.errors import APIError, NoStreamResponseError
+from opentelemetry import trace
+
+from services.gateway.errors import ApiError, QueueFull, Unavailable
+from services.protocol import REPLY, Done, Failed, GenerationRequest, Started, subjects
+from services.protocol.messages import Chunk
+from services.telemetry import log_event
+
+log = logging.getLogger("herd.gateway")
+STREAM_FULL = 10077
+PUBLISH_TIMEOUT = 5.0
+_tracer = trace.get_tracer("herd.gateway")
+
+Event = Started | Chunk | Done | Failed
+
+
+class Relay:
+    def __init__(self, broker: NatsBroker, idle_timeout: float) -> None:
+        self._broker = broker
+        self._idle_timeout = idle_timeout
+
+    async def open(self, request: GenerationRequest) -> RelayedRequest:
+        """Queue `request`; raise QueueFull (503) when the stream refuses it."""
+        subscription = await self._broker.connection.subscribe(request.reply_subject)
+        try:
+            await self._broker.publish(
+                request,
+                subjects.request_subject(request.kind),
+                stream=subjects.REQUEST_STREAM,
+                headers={"Nats-Msg-Id": request.id},
+                timeout=PUBLISH_TIMEOUT,
+            )
+        except APIError as exc:
+            await subscription.unsubscribe()
+            if exc.err_code == STREAM_FULL:
+                log_event(log, "rejected", request=request.id, reason="queue full")
+                raise QueueFull() from exc
+            raise ApiError(f"queue unavailable: {exc.description}", 503) from exc
+        except (NoStreamResponseError, nats.errors.TimeoutError) as exc:
+            await subscription.unsubscribe()
+            raise Unavailable("queue unavailable: no answer from the request stream") from exc
+        log_event(log, "submitted", request=request.id, model=request.model.name)
+        return RelayedRequest(self._broker, request, subscription, self._idle_timeout)
+
+
+class RelayedRequest:
+    """The replies of one request, as an async iterator ending at Done or Failed."""
+
+    def __init__(
+        self, broker: NatsBroker, request: GenerationRequest, subscription: object, idle: float
+    ) -> None:
+        self._broker = broker
+        self.request = request
+        self._subscription = subscription
+        self._idle = idle
+        self._finished = False
+        self._started = False
+
+    async def events(self) -> AsyncIterator[Event]:
+        try:
+            while not self._finished:
+                # Queue wait and model load have no deadline of ours (the client decides);
+                # once a worker has started, silence longer than `idle` means it is gone.
+                timeout = self._idle if self._started else None
+                try:
+                    message = await self._subscription.next_msg(timeout=timeout)  # type: ignore[attr-defined]
+                except nats.errors.TimeoutError:
+                    raise ApiError("worker stopped responding", 500) from None
+                event = REPLY.validate_json(message.data)
+                if isinstance(event, Started):
+                    self._started = True
+                self._finished = isinstance(event, Done | Failed)
+                yield event
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop listening; if the request is not finished, cancel it wherever it is."""
+        if self._subscription is None:
+            return
+        subscription, self._subscription = self._subscription, None
+        if not self._finished:
+            self._finished = True
+            log_event(log, "client_gone", request=self.request.id)
+            await self._broker.connection.publish(subjects.cancel_subject(self.request.id), b"")
+        await asyncio.shield(subscription.unsubscribe())  # type: ignore[attr-defined]

@@ -1,0 +1,58 @@
+"""What the gateway holds while it runs: its broker, the relay, and the fleet as heartbeats tell it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import nats.errors
+from faststream.nats import NatsBroker
+
+from services.config import Settings
+from services.gateway.errors import ApiError, Unavailable
+from services.gateway.relay import Relay
+from services.protocol import (
+    CatalogList,
+    ModelRef,
+    ResolveRequest,
+    ResolveResult,
+    WorkerState,
+    subjects,
+)
+
+REGISTRY_TIMEOUT = 5.0
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    broker: NatsBroker
+    relay: Relay
+    workers: dict[str, tuple[WorkerState, float]] = field(default_factory=dict)
+
+    def observe(self, state: WorkerState) -> None:
+        known = self.workers.get(state.worker_id)
+        if known is None or state.seq >= known[0].seq:
+            self.workers[state.worker_id] = (state, time.monotonic())
+
+    def live_workers(self) -> list[WorkerState]:
+        horizon = time.monotonic() - 5 * self.settings.heartbeat_interval
+        return [state for state, seen in self.workers.values() if seen >= horizon]
+
+    async def resolve(self, name: str) -> ModelRef:
+        result = ResolveResult.model_validate(
+            await self._ask(ResolveRequest(name=name), subjects.REGISTRY_RESOLVE)
+        )
+        if result.model is None:
+            raise ApiError(result.error or f"model '{name}' not found", result.status)
+        return result.model
+
+    async def catalog(self) -> CatalogList:
+        return CatalogList.model_validate(await self._ask({}, subjects.REGISTRY_LIST))
+
+    async def _ask(self, body: object, subject: str) -> object:
+        try:
+            response = await self.broker.request(body, subject, timeout=REGISTRY_TIMEOUT)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+            raise Unavailable("model registry is not available") from exc
+        return await response.decode()

@@ -1,0 +1,53 @@
+"""The wire contract between herd's services: messages, subjects and durations."""
+
+from services.protocol import subjects
+from services.protocol.durations import FOREVER, parse_go_duration, parse_keep_alive
+from services.protocol.messages import (
+    REPLY,
+    CatalogEntry,
+    CatalogList,
+    ChatMessage,
+    Chunk,
+    CommandResult,
+    Device,
+    Done,
+    Failed,
+    GenerationRequest,
+    LoadCommand,
+    ModelRef,
+    Options,
+    ResidentModel,
+    ResolveRequest,
+    ResolveResult,
+    RunCommand,
+    Started,
+    UnloadCommand,
+    WorkerState,
+)
+
+__all__ = [
+    "FOREVER",
+    "REPLY",
+    "CatalogEntry",
+    "CatalogList",
+    "ChatMessage",
+    "Chunk",
+    "CommandResult",
+    "Device",
+    "Done",
+    "Failed",
+    "GenerationRequest",
+    "LoadCommand",
+    "ModelRef",
+    "Options",
+    "ResidentModel",
+    "ResolveRequest",
+    "ResolveResult",
+    "RunCommand",
+    "Started",
+    "UnloadCommand",
+    "WorkerState",
+    "parse_go_duration",
+    "parse_keep_alive",
+    "subjects",
+]

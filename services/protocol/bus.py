@@ -1,0 +1,94 @@
+"""How every service connects to NATS: one faststream broker, traced, failing fast.
+
+Trace context rides in NATS headers through faststream's telemetry middleware,
+so spans from gateway, scheduler and worker join one trace per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from faststream import FastStream
+from faststream.nats import DiscardPolicy, JStream, NatsBroker, RetentionPolicy, StorageType
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from opentelemetry import trace
+
+from services import telemetry
+from services.config import ConfigError, Settings, load_settings, log_settings
+from services.protocol import subjects
+
+
+def new_broker(url: str, name: str) -> NatsBroker:
+    """A broker for service `name`; reconnects forever once connected, drains on stop."""
+    return NatsBroker(
+        url,
+        name=f"herd-{name}",
+        connect_timeout=2,
+        reconnect_time_wait=1,
+        max_reconnect_attempts=-1,
+        graceful_timeout=10.0,
+        log_level=logging.DEBUG,  # per-message Received/Processed lines only when debugging
+        middlewares=(
+            NatsTelemetryMiddleware(
+                tracer_provider=trace.get_tracer_provider(), include_messages_counters=True
+            ),
+        ),
+    )
+
+
+def request_stream(max_queue: int) -> JStream:
+    """HERD_REQ, the bounded work queue (OLLAMA_MAX_QUEUE): a full stream rejects a publish.
+
+    Declared identically by the gateway (publisher) and the scheduler (consumer),
+    whichever starts first.
+    """
+    return JStream(
+        subjects.REQUEST_STREAM,
+        subjects=[subjects.REQUEST_SUBJECTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_msgs=max_queue,
+        discard=DiscardPolicy.NEW,
+        storage=StorageType.FILE,
+    )
+
+
+def service_settings(name: str) -> Settings:
+    """Settings for a service process: a bad value or a missing NATS_URL stops it with a message."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"herd-{name}: {exc}")
+    if not settings.nats_url:
+        sys.exit(f"herd-{name}: NATS_URL is not set (run `herd serve` to start everything locally)")
+    telemetry.setup(name, debug=settings.debug)
+    log_settings(settings, name)
+    return settings
+
+
+def run_service(
+    broker: NatsBroker,
+    *,
+    background: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> None:
+    """Run `broker`'s handlers plus `background` loops until SIGINT/SIGTERM, then stop cleanly."""
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start_background() -> None:
+        tasks.extend(asyncio.ensure_future(loop()) for loop in background)
+
+    async def stop_background() -> None:
+        for hook in on_stop:
+            await hook()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastStream(broker, after_startup=[start_background], on_shutdown=[stop_background])
+    try:
+        asyncio.run(app.run())
+    finally:
+        telemetry.shutdown()

@@ -1,0 +1,15 @@
+"""`python -m services.registry`: owns the model store under $OLLAMA_MODELS."""
+
+from services.protocol.bus import new_broker, run_service, service_settings
+from services.registry.service import register
+
+
+def main() -> None:
+    settings = service_settings("registry")
+    broker = new_broker(settings.nats_url or "", "registry")
+    register(broker, settings)
+    run_service(broker)
+
+
+if __name__ == "__main__":
+    main()

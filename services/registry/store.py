@@ -1,0 +1,162 @@
+"""The model store under $OLLAMA_MODELS, in Ollama's on-disk layout.
+
+    manifests/<host>/<namespace>/<model>/<tag>   raw manifest JSON
+    blobs/sha256-<64 hex>                        content-addressed layers
+
+Every write goes to a temporary file in the same directory and is renamed into
+place, so a crash never leaves a half-written blob or manifest under its real name.
+An existing Ollama model directory can be pointed at and read as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.registry.names import ModelName
+
+MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
+_DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
+
+
+class InvalidDigest(ValueError):
+    def __init__(self, digest: str) -> None:
+        super().__init__("invalid digest format")
+        self.digest = digest
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A manifest found on disk, with what /api/tags and the workers need of it."""
+
+    name: ModelName
+    manifest_digest: str  # sha256 hex of the manifest bytes (no prefix), as Ollama shows it
+    weights_digest: str  # sha256:<hex> of the model layer
+    weights_size: int
+    total_size: int
+    modified_at: float
+    config: dict[str, object]
+
+
+def blob_path(root: Path, digest: str) -> Path:
+    """Path of blob `sha256:<hex>` (or `sha256-<hex>`); rejects anything else."""
+    match = _DIGEST.fullmatch(digest)
+    if not match:
+        raise InvalidDigest(digest)
+    return root / "blobs" / f"sha256-{match.group(1).lower()}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def blob(self, digest: str) -> Path:
+        return blob_path(self.root, digest)
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self.root.joinpath("manifests", *name.parts)
+
+    def put_blob_file(self, source: Path, digest: str) -> Path:
+        """Place `source` as blob `digest`: hard link when possible, else an atomic copy."""
+        target = self.blob(digest)
+        if target.exists() and target.stat().st_size == source.stat().st_size:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkstemp(dir=target.parent, prefix="sha256-", suffix=".partial")[1])
+        try:
+            tmp.unlink()
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def put_blob_bytes(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        target = self.blob(digest)
+        if not target.exists():
+            _atomic_write(target, data)
+        return digest
+
+    def write_manifest(self, name: ModelName, manifest: dict[str, object]) -> None:
+        _atomic_write(self.manifest_path(name), json.dumps(manifest, indent=None).encode())
+
+    def find(self, name: ModelName) -> StoredModel | None:
+        """The stored model for `name`, matched case-insensitively per part as Ollama does."""
+        path = self._existing_manifest(name)
+        return self._load(path) if path else None
+
+    def list(self) -> list[StoredModel]:
+        models = [m for m in (self._load(p) for p in self._manifests()) if m]
+        return sorted(models, key=lambda m: m.modified_at, reverse=True)
+
+    def _existing_manifest(self, name: ModelName) -> Path | None:
+        directory = self.root / "manifests"
+        for part in name.parts:
+            if not directory.is_dir():
+                return None
+            match = next((c for c in directory.iterdir() if c.name.lower() == part.lower()), None)
+            if match is None:
+                return None
+            directory = match
+        return directory if directory.is_file() else None
+
+    def _manifests(self) -> Iterator[Path]:
+        base = self.root / "manifests"
+        if base.is_dir():
+            yield from (p for p in base.glob("*/*/*/*") if p.is_file())
+
+    def _load(self, path: Path) -> StoredModel | None:
+        try:
+            raw = path.read_bytes()
+            manifest = json.loads(raw)
+            layers = manifest.get("layers", [])
+            weights = next(layer for layer in layers if layer["mediaType"] == MODEL_MEDIA_TYPE)
+            config_digest = manifest.get("config", {}).get("digest")
+            config = json.loads(self.blob(config_digest).read_bytes()) if config_digest else {}
+        except (OSError, ValueError, KeyError, StopIteration):
+            return None
+        host, namespace, model, tag = path.relative_to(self.root / "manifests").parts
+        return StoredModel(
+            name=ModelName(host, namespace, model, tag),
+            manifest_digest=hashlib.sha256(raw).hexdigest(),
+            weights_digest=weights["digest"],
+            weights_size=int(weights["size"]),
+            total_size=sum(int(layer["size"]) for layer in layers),
+            modified_at=path.stat().st_mtime,
+            config=config,
+        )
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

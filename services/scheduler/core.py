@@ -1,0 +1,269 @@
+"""The scheduler's state machine: one asyncio task owns it, fed by named events.
+
+Every state change arrives as one event (`Arrived`, `Heartbeat`, `Cancelled`,
+`RunAnswered`, `LoadAnswered`, `Tick`), and after each the pending requests are
+placed again. Commands to workers run as separate tasks whose answers come back
+as events, so no lock guards anything here.
+
+A waiting request's stream message stays unacknowledged, so it keeps counting
+against OLLAMA_MAX_QUEUE and survives a scheduler restart. It is acknowledged
+once a worker has taken it (or it is answered here: unload, failure, cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.protocol import (
+    CommandResult,
+    Done,
+    Failed,
+    GenerationRequest,
+    LoadCommand,
+    WorkerState,
+)
+from services.scheduler.fleet import Fleet
+from services.scheduler.placement import Dispatch, Load, Wait, Want, place
+from services.telemetry import log_event
+
+log = logging.getLogger("herd.scheduler")
+
+
+class HeldMessage(Protocol):
+    """The request's message in the stream; the scheduler decides its fate."""
+
+    async def ack(self) -> None: ...
+    async def nak(self) -> None: ...
+    async def in_progress(self) -> None: ...
+
+
+class Transport(Protocol):
+    """The I/O the scheduler needs; the NATS shell implements it."""
+
+    async def run(self, worker_id: str, request: GenerationRequest) -> CommandResult: ...
+    async def load(self, worker_id: str, command: LoadCommand) -> CommandResult: ...
+    async def unload(self, worker_id: str, digest: str) -> CommandResult: ...
+    async def reply(self, subject: str, event: Done | Failed) -> None: ...
+
+
+@dataclass
+class Pending:
+    request: GenerationRequest
+    message: HeldMessage
+    dispatching: bool = False
+
+    @property
+    def want(self) -> Want:
+        model = self.request.model
+        return Want(model.digest, self.request.options.num_ctx or 0, model.size)
+
+
+@dataclass(frozen=True)
+class Arrived:
+    request: GenerationRequest
+    message: HeldMessage
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    state: WorkerState
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class RunAnswered:
+    pending: Pending
+    worker_id: str
+    result: CommandResult
+
+
+@dataclass(frozen=True)
+class LoadAnswered:
+    worker_id: str
+    want: Want
+    result: CommandResult
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+Event = Arrived | Heartbeat | Cancelled | RunAnswered | LoadAnswered | Tick
+
+
+class Scheduler:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        max_loaded: int,
+        num_parallel: int,
+        stale_after: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._transport = transport
+        self._num_parallel = num_parallel
+        self._stale_after = stale_after
+        self._clock = clock
+        self._fleet = Fleet(max_loaded)
+        self._pending: dict[str, Pending] = {}
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        while True:
+            event = await self._events.get()
+            self.handle(event)
+
+    def handle(self, event: Event) -> None:
+        """Apply one event, then place what can be placed."""
+        match event:
+            case Arrived(request, message):
+                self._arrived(request, message)
+            case Heartbeat(state):
+                self._fleet.update(state, self._clock())
+            case Cancelled(request_id):
+                self._cancelled(request_id)
+            case RunAnswered(pending, worker_id, result):
+                self._run_answered(pending, worker_id, result)
+            case LoadAnswered(worker_id, want, result):
+                self._load_answered(worker_id, want, result)
+            case Tick():
+                self._tick()
+        self._schedule()
+
+    async def release_all(self) -> None:
+        """On shutdown: hand every waiting request back to the stream for the next scheduler."""
+        for pending in list(self._pending.values()):
+            if not pending.dispatching:
+                await pending.message.nak()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _arrived(self, request: GenerationRequest, message: HeldMessage) -> None:
+        if request.action == "unload":
+            for worker_id in self._fleet.holders(request.model.digest):
+                self._spawn(self._transport.unload(worker_id, request.model.digest))
+            self._finish(Pending(request, message), Done(done_reason="unload"))
+            return
+        known = self._pending.get(request.id)
+        if known is not None:  # redelivered while still held here: keep the newer handle
+            known.message = message
+            return
+        self._pending[request.id] = Pending(request, message)
+        log_event(log, "queued", request=request.id, model=request.model.name, waiting=self.waiting)
+
+    def _cancelled(self, request_id: str) -> None:
+        pending = self._pending.get(request_id)
+        if pending is not None and not pending.dispatching:
+            del self._pending[request_id]
+            self._spawn(pending.message.ack())
+            log_event(log, "cancelled", request=request_id, model=pending.request.model.name)
+
+    def _run_answered(self, pending: Pending, worker_id: str, result: CommandResult) -> None:
+        want = pending.want
+        self._fleet.release_slot(worker_id, want.digest, want.num_ctx)
+        if result.state is not None:
+            self._fleet.update(result.state, self._clock())
+        if pending.request.id not in self._pending:
+            return
+        pending.dispatching = False
+        if result.ok:
+            del self._pending[pending.request.id]
+            self._spawn(pending.message.ack())
+            log_event(log, "placed", request=pending.request.id, worker=worker_id)
+        else:
+            log_event(log, "run_refused", request=pending.request.id, worker=worker_id,
+                      reason=result.error)
+
+    def _load_answered(self, worker_id: str, want: Want, result: CommandResult) -> None:
+        self._fleet.load_finished(worker_id, want.digest, want.num_ctx)
+        if result.state is not None:
+            self._fleet.update(result.state, self._clock())
+        if result.ok:
+            log_event(log, "loaded", worker=worker_id, digest=want.digest[:19])
+            return
+        error = result.error or "model failed to load"
+        log_event(log, "load_failed", level=logging.ERROR, worker=worker_id, error=error)
+        for pending in list(self._pending.values()):
+            if pending.want == want and not pending.dispatching:
+                del self._pending[pending.request.id]
+                self._finish(pending, Failed(error=error, status=500))
+
+    def _tick(self) -> None:
+        for worker_id in self._fleet.drop_stale(self._clock(), self._stale_after):
+            log_event(log, "worker_lost", level=logging.WARNING, worker=worker_id)
+        for pending in self._pending.values():
+            self._spawn(pending.message.in_progress())
+
+    def _schedule(self) -> None:
+        """Place each waiting request in arrival order; what cannot be placed keeps waiting."""
+        for pending in list(self._pending.values()):
+            if pending.dispatching:
+                continue
+            want = pending.want
+            match place(self._fleet.workers(), _with_slots(want, self._num_parallel)):
+                case Dispatch(worker_id):
+                    pending.dispatching = True
+                    self._fleet.reserve_slot(worker_id, want.digest, want.num_ctx)
+                    self._spawn(self._dispatch(pending, worker_id))
+                case Load(worker_id, evict):
+                    self._fleet.mark_loading(worker_id, want.digest, want.num_ctx)
+                    self._spawn(self._load(pending.request, worker_id, evict))
+                case Wait():
+                    pass
+
+    async def _dispatch(self, pending: Pending, worker_id: str) -> None:
+        try:
+            result = await self._transport.run(worker_id, pending.request)
+        except Exception as exc:  # a worker that does not answer refuses the run
+            result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
+        self.submit(RunAnswered(pending, worker_id, result))
+
+    async def _load(self, request: GenerationRequest, worker_id: str, evict: tuple[str, ...]) -> None:
+        want = Want(request.model.digest, request.options.num_ctx or 0, request.model.size)
+        log_event(log, "loading", worker=worker_id, model=request.model.name, evict=list(evict))
+        try:
+            for digest in evict:
+                await self._transport.unload(worker_id, digest)
+                log_event(log, "evicted", worker=worker_id, digest=digest[:19])
+            command = LoadCommand(
+                model=request.model, num_ctx=want.num_ctx, keep_alive=request.keep_alive
+            )
+            result = await self._transport.load(worker_id, command)
+        except Exception as exc:
+            result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
+        self.submit(LoadAnswered(worker_id, want, result))
+
+    def _finish(self, pending: Pending, event: Done | Failed) -> None:
+        async def answer() -> None:
+            await self._transport.reply(pending.request.reply_subject, event)
+            await pending.message.ack()
+
+        self._spawn(answer())
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _with_slots(want: Want, slots: int) -> Want:
+    return Want(want.digest, want.num_ctx, want.size, slots)

@@ -1,0 +1,108 @@
+"""The scheduler's view of the fleet, built from worker heartbeats and its own commands.
+
+Heartbeats are snapshots; the scheduler also changes the view the moment it
+commits to a dispatch or a load, and keeps that reservation until the worker has
+answered, so one free slot is never handed out twice while the worker's next
+snapshot is on its way (the worker refuses a run it has no slot for anyway). A snapshot with a lower `seq`
+than one already seen is stale and dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.protocol import ResidentModel, WorkerState
+from services.scheduler.placement import Instance, Worker
+
+
+@dataclass
+class _Entry:
+    state: WorkerState
+    seen_at: float
+    pending_loads: set[tuple[str, int]] = field(default_factory=set)
+    reserved: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class Fleet:
+    def __init__(self, max_loaded: int) -> None:
+        self._max_loaded = max_loaded
+        self._workers: dict[str, _Entry] = {}
+
+    def update(self, state: WorkerState, now: float) -> bool:
+        """Take a snapshot; False when it is older than one already applied."""
+        entry = self._workers.get(state.worker_id)
+        if entry is not None and state.seq < entry.state.seq:
+            return False
+        if entry is None:
+            self._workers[state.worker_id] = _Entry(state, now)
+            return True
+        entry.state, entry.seen_at = state, now
+        resident = {(m.digest, m.num_ctx) for m in state.resident}
+        entry.pending_loads -= resident
+        return True
+
+    def drop_stale(self, now: float, max_age: float) -> list[str]:
+        """Forget workers silent for longer than `max_age`; return their ids."""
+        gone = [wid for wid, e in self._workers.items() if now - e.seen_at > max_age]
+        for wid in gone:
+            del self._workers[wid]
+        return gone
+
+    def reserve_slot(self, worker_id: str, digest: str, num_ctx: int) -> None:
+        entry = self._workers[worker_id]
+        key = (digest, num_ctx)
+        entry.reserved[key] = entry.reserved.get(key, 0) + 1
+
+    def release_slot(self, worker_id: str, digest: str, num_ctx: int) -> None:
+        entry = self._workers.get(worker_id)
+        key = (digest, num_ctx)
+        if entry and entry.reserved.get(key, 0) > 0:
+            entry.reserved[key] -= 1
+
+    def mark_loading(self, worker_id: str, digest: str, num_ctx: int) -> None:
+        self._workers[worker_id].pending_loads.add((digest, num_ctx))
+
+    def load_finished(self, worker_id: str, digest: str, num_ctx: int) -> None:
+        entry = self._workers.get(worker_id)
+        if entry:
+            entry.pending_loads.discard((digest, num_ctx))
+
+    def workers(self) -> list[Worker]:
+        """The view placement decides on: snapshots plus this scheduler's own commitments."""
+        return [self._worker(e) for e in self._workers.values()]
+
+    def holders(self, digest: str) -> list[str]:
+        """Workers that have `digest` resident, for an unload."""
+        return [
+            wid
+            for wid, e in self._workers.items()
+            if any(m.digest == digest for m in e.state.resident)
+        ]
+
+    def _worker(self, entry: _Entry) -> Worker:
+        state = entry.state
+        instances = [self._instance(m, entry.reserved) for m in state.resident]
+        known = {(m.digest, m.num_ctx) for m in state.resident}
+        instances += [
+            Instance(digest, num_ctx, slots=1, busy=0, loading=True, size=0)
+            for digest, num_ctx in entry.pending_loads - known
+        ]
+        gpus = sum(1 for d in state.devices if d.kind == "cuda")
+        return Worker(
+            id=state.worker_id,
+            free_memory=sum(d.free_memory for d in state.devices),
+            instances=tuple(instances),
+            max_loaded=self._max_loaded or 3 * max(gpus, 1),
+        )
+
+    @staticmethod
+    def _instance(m: ResidentModel, reserved: dict[tuple[str, int], int]) -> Instance:
+        return Instance(
+            digest=m.digest,
+            num_ctx=m.num_ctx,
+            slots=m.slots,
+            busy=min(m.slots, m.busy + reserved.get((m.digest, m.num_ctx), 0)),
+            loading=m.loading,
+            size=m.size,
+            expires_at=m.expires_at,
+        )

@@ -1,0 +1,110 @@
+"""The scheduler's NATS shell: turns stream messages, heartbeats and cancels into core events,
+and core commands into worker requests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
+
+from services.config import Settings
+from services.protocol import (
+    CommandResult,
+    Done,
+    Failed,
+    GenerationRequest,
+    LoadCommand,
+    RunCommand,
+    UnloadCommand,
+    WorkerState,
+    subjects,
+)
+from services.protocol.bus import request_stream
+from services.scheduler.core import Arrived, Cancelled, Heartbeat, Scheduler, Tick
+
+RUN_TIMEOUT = 10.0
+UNLOAD_TIMEOUT = 10.0
+
+
+class _Held:
+    """A stream message the scheduler holds until the request is placed."""
+
+    def __init__(self, message: NatsMessage) -> None:
+        self._raw = message.raw_message
+
+    async def ack(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._raw.ack_sync()
+
+    async def nak(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._raw.nak()
+
+    async def in_progress(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._raw.in_progress()
+
+
+class NatsTransport:
+    def __init__(self, broker: NatsBroker, load_timeout: float) -> None:
+        self._broker = broker
+        self._load_timeout = load_timeout
+
+    async def run(self, worker_id: str, request: GenerationRequest) -> CommandResult:
+        return await self._call(subjects.worker_run(worker_id), RunCommand(request=request), RUN_TIMEOUT)
+
+    async def load(self, worker_id: str, command: LoadCommand) -> CommandResult:
+        return await self._call(subjects.worker_load(worker_id), command, self._load_timeout)
+
+    async def unload(self, worker_id: str, digest: str) -> CommandResult:
+        command = UnloadCommand(digest=digest)
+        return await self._call(subjects.worker_unload(worker_id), command, UNLOAD_TIMEOUT)
+
+    async def reply(self, subject: str, event: Done | Failed) -> None:
+        await self._broker.publish(event, subject)
+
+    async def _call(self, subject: str, command: object, timeout: float) -> CommandResult:
+        response = await self._broker.request(command, subject, timeout=timeout)
+        return CommandResult.model_validate(await response.decode())
+
+
+def register(broker: NatsBroker, settings: Settings) -> Scheduler:
+    scheduler = Scheduler(
+        NatsTransport(broker, settings.load_timeout),
+        max_loaded=settings.max_loaded_models,
+        num_parallel=settings.num_parallel,
+        stale_after=settings.heartbeat_interval * 5,
+    )
+
+    @broker.subscriber(
+        subjects.REQUEST_SUBJECTS,
+        stream=request_stream(settings.max_queue),
+        durable=subjects.SCHEDULER_DURABLE,
+        pull_sub=PullSub(batch_size=16, timeout=1.0),
+        config=ConsumerConfig(
+            ack_wait=settings.queue_ack_wait,
+            max_ack_pending=max(1000, 2 * settings.max_queue),
+        ),
+        ack_policy=AckPolicy.MANUAL,
+    )
+    async def on_request(request: GenerationRequest, message: NatsMessage) -> None:
+        scheduler.submit(Arrived(request, _Held(message)))
+
+    @broker.subscriber(subjects.HEARTBEAT)
+    async def on_heartbeat(state: WorkerState) -> None:
+        scheduler.submit(Heartbeat(state))
+
+    @broker.subscriber(subjects.CANCEL_ALL)
+    async def on_cancel(message: NatsMessage) -> None:
+        scheduler.submit(Cancelled(subjects.request_id_of(message.raw_message.subject)))
+
+    return scheduler
+
+
+async def tick(scheduler: Scheduler, interval: float) -> None:
+    """Keep held messages alive (in_progress) and notice silent workers."""
+    while True:
+        await asyncio.sleep(interval)
+        scheduler.submit(Tick())

@@ -1,0 +1,63 @@
+"""Rendering a model's own chat template (GGUF `tokenizer.chat_template`), sandboxed.
+
+Templates come with model files, i.e. from the internet, so they run in Jinja's
+immutable sandbox: no attribute access to Python internals, no mutation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+
+from jinja2 import TemplateError, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from services.protocol import ChatMessage
+
+
+class TemplateRenderError(ValueError):
+    """The model's template failed on these messages (it may reject a role order, say)."""
+
+
+def _raise(message: str) -> None:
+    raise TemplateRenderError(message)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str):  # type: ignore[no-untyped-def]
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, undefined=Undefined, keep_trailing_newline=True
+    )
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+def render_chat(
+    template: str,
+    messages: list[ChatMessage],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> str:
+    try:
+        return _compile(template).render(
+            messages=[m.model_dump() for m in messages],
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=add_generation_prompt,
+        )
+    except TemplateRenderError:
+        raise
+    except TemplateError as exc:
+        raise TemplateRenderError(f"chat template failed: {exc}") from exc
+
+
+def generate_messages(prompt: str, system: str | None) -> list[ChatMessage]:
+    """/api/generate's prompt as the conversation the template expects (Ollama's non-raw mode)."""
+    messages = [ChatMessage(role="system", content=system)] if system else []
+    return [*messages, ChatMessage(role="user", content=prompt)]
+
+
+__all__ = ["TemplateRenderError", "generate_messages", "render_chat"]

@@ -1,0 +1,122 @@
+"""Which models a worker holds, how busy they are, and when each one's keep_alive runs out.
+
+Owned by the worker's event loop alone (engine threads never touch it). The
+keep_alive timer of an instance runs only while it is idle: it stops when a
+request takes a slot and restarts from the last request's end, as in Ollama.
+A request's `keep_alive` replaces the instance's value and sticks; requests
+without one inherit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.protocol import ModelRef, ResidentModel
+from services.worker.engines.base import LoadedModel
+
+
+def expiry(keep_alive: float, now: float) -> float | None:
+    """When an instance idle from `now` unloads; None for forever (negative keep_alive)."""
+    return None if keep_alive < 0 else now + keep_alive
+
+
+@dataclass
+class Instance:
+    model: ModelRef
+    num_ctx: int
+    slots: int
+    keep_alive: float
+    loaded: LoadedModel | None = None  # None while loading
+    busy: int = 0
+    expires_at: float | None = None
+    running: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.model.digest, self.num_ctx)
+
+    def describe(self) -> ResidentModel:
+        loaded = self.loaded
+        return ResidentModel(
+            name=self.model.name,
+            digest=self.model.digest,
+            num_ctx=self.num_ctx,
+            size=loaded.size if loaded else self.model.size,
+            size_vram=loaded.size_vram if loaded else 0,
+            slots=self.slots,
+            busy=self.busy,
+            loading=loaded is None,
+            keep_alive=self.keep_alive,
+            expires_at=self.expires_at,
+            devices=list(loaded.devices) if loaded else [],
+        )
+
+
+class Residency:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._instances: dict[tuple[str, int], Instance] = {}
+
+    def get(self, digest: str, num_ctx: int) -> Instance | None:
+        return self._instances.get((digest, num_ctx))
+
+    def instances(self) -> list[Instance]:
+        return list(self._instances.values())
+
+    def begin_load(self, model: ModelRef, num_ctx: int, slots: int, keep_alive: float) -> Instance:
+        instance = Instance(model, num_ctx, slots, keep_alive)
+        self._instances[instance.key] = instance
+        return instance
+
+    def finish_load(self, instance: Instance, loaded: LoadedModel) -> None:
+        instance.loaded = loaded
+        instance.expires_at = expiry(instance.keep_alive, self._clock())
+
+    def forget(self, instance: Instance) -> None:
+        self._instances.pop(instance.key, None)
+
+    def acquire(self, instance: Instance, request_id: str, keep_alive: float | None) -> bool:
+        """Take a slot for `request_id`; False when the instance has none free."""
+        if instance.loaded is None or instance.busy >= instance.slots:
+            return False
+        if keep_alive is not None:
+            instance.keep_alive = keep_alive
+        instance.busy += 1
+        instance.running.add(request_id)
+        instance.expires_at = None
+        return True
+
+    def release(self, instance: Instance, request_id: str) -> None:
+        instance.busy -= 1
+        instance.running.discard(request_id)
+        if instance.busy == 0:
+            instance.expires_at = expiry(instance.keep_alive, self._clock())
+
+    def unload_when_idle(self, digest: str) -> list[Instance]:
+        """Set keep_alive to 0 on every instance of `digest`; return those idle now."""
+        now = self._clock()
+        idle = []
+        for instance in self._instances.values():
+            if instance.model.digest == digest:
+                instance.keep_alive = 0.0
+                if instance.busy == 0 and instance.loaded is not None:
+                    instance.expires_at = now
+                    idle.append(instance)
+        return idle
+
+    def expired(self) -> list[Instance]:
+        now = self._clock()
+        return [
+            i
+            for i in self._instances.values()
+            if i.busy == 0 and i.loaded is not None and i.expires_at is not None
+            and i.expires_at <= now
+        ]
+
+    def next_expiry(self) -> float | None:
+        times = [i.expires_at for i in self._instances.values() if i.expires_at is not None]
+        return min(times, default=None)
+
+    def running(self, request_id: str) -> Instance | None:
+        return next((i for i in self._instances.values() if request_id in i.running), None)
