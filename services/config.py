@@ -202,11 +202,15 @@ def _duration(name: str, value: str, default: float) -> float:
 
 
 def _seconds(name: str, value: str, default: float) -> float:
+    """A positive duration: Go form ("2s", "500ms") or plain seconds ("0.5")."""
     if not value:
         return default
-    seconds = _duration(name, value, default)
-    if seconds <= 0:
-        raise ConfigError(name, value, "a positive duration such as 2s or 500ms")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = _duration(name, value, default)
+    if not seconds > 0:
+        raise ConfigError(name, value, "a positive duration such as 2s, 500ms or 0.5")
     return seconds
 
 

