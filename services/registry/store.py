@@ -42,7 +42,7 @@ class StoredModel:
     manifest_digest: str  # sha256 hex of the manifest bytes (no prefix), as Ollama shows it
     weights_digest: str  # sha256:<hex> of the model layer
     weights_size: int
-    total_size: int
+    total_size: int  # layers and config, as Ollama's Manifest.Size()
     modified_at: float
     config: dict[str, object]
 
@@ -142,7 +142,8 @@ class ModelStore:
             manifest_digest=hashlib.sha256(raw).hexdigest(),
             weights_digest=weights["digest"],
             weights_size=int(weights["size"]),
-            total_size=sum(int(layer["size"]) for layer in layers),
+            total_size=sum(int(layer["size"]) for layer in layers)
+            + int(manifest.get("config", {}).get("size", 0)),
             modified_at=path.stat().st_mtime,
             config=config,
         )

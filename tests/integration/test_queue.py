@@ -1,0 +1,125 @@
+"""The bounded queue, scheduler restarts and keep_alive, against real nats-server builds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herd.nats_server import version
+from tests.conftest import nats_binaries
+from tests.stack import MODEL, Stack
+
+LONG = {"model": MODEL, "prompt": "Write a long essay about the sea.",
+        "options": {"num_predict": 250, "temperature": 1.0}}
+QUICK = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Background:
+    """A streaming request running in a thread; records its chunks as they arrive."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        self.chunks: list[dict] = []
+        self.status: int | None = None
+        self._thread = threading.Thread(target=self._run, args=(url, body), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, body: dict) -> None:
+        with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=120) as response:
+            self.status = response.status_code
+            for line in response.iter_lines():
+                if line:
+                    self.chunks.append(json.loads(line))
+
+    def join(self, timeout: float = 120) -> list[dict]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "request did not finish"
+        return self.chunks
+
+
+def queued(stack: Stack) -> int:
+    return asyncio.run(stack.stream_messages())
+
+
+@pytest.fixture(params=nats_binaries(), ids=lambda p: f"nats-{version(p)}")
+def small_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """OLLAMA_MAX_QUEUE=1, one slot, short ack wait; on every nats-server build present."""
+    stack = Stack(
+        tmp_path,
+        request.param,
+        {"OLLAMA_MAX_QUEUE": "1", "OLLAMA_NUM_PARALLEL": "1", "HERD_QUEUE_ACK_WAIT": "2"},
+    ).start()
+    yield stack
+    stack.stop()
+
+
+def test_full_queue_answers_503_and_loses_nothing(small_queue: Stack) -> None:
+    stack = small_queue
+    running = Background(stack.url, LONG)
+    wait_for(lambda: len(running.chunks) > 0, what="first chunk")
+    wait_for(lambda: queued(stack) == 0, what="running request to leave the queue")
+    waiting = Background(stack.url, {**LONG, "options": {"num_predict": 8}})
+    wait_for(lambda: queued(stack) == 1, what="second request to wait in the queue")
+
+    rejected = httpx.post(f"{stack.url}/api/generate", json=QUICK, timeout=30)
+
+    assert rejected.status_code == 503
+    assert rejected.json() == {
+        "error": "server busy, please try again.  maximum pending requests exceeded"
+    }
+    assert running.join()[-1]["done"] is True
+    assert waiting.join()[-1]["done"] is True
+    assert queued(stack) == 0
+
+
+def test_scheduler_restart_loses_no_waiting_request(small_queue: Stack) -> None:
+    stack = small_queue
+    running = Background(stack.url, LONG)
+    wait_for(lambda: len(running.chunks) > 0, what="first chunk")
+    wait_for(lambda: queued(stack) == 0, what="running request to leave the queue")
+    waiting = Background(stack.url, {**LONG, "options": {"num_predict": 8}})
+    wait_for(lambda: queued(stack) == 1, what="second request to wait in the queue")
+
+    stack.stop_service("scheduler", signal.SIGKILL)
+    stack.start_service("scheduler")
+
+    assert running.join()[-1]["done"] is True
+    final = waiting.join()[-1]
+    assert final["done"] is True and final["eval_count"] > 0
+    assert queued(stack) == 0
+
+
+def test_keep_alive_expiry_unloads_the_model(stack: Stack) -> None:
+    body = {**QUICK, "keep_alive": "1s"}
+    assert httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()["done"]
+    ps = httpx.get(f"{stack.url}/api/ps").json()["models"]
+    assert [m["model"] for m in ps] == [MODEL]
+
+    wait_for(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], timeout=15,
+             what="keep_alive to unload the model")
+    assert "reason=keep_alive expired" in stack.log("worker")
+
+
+def test_keep_alive_zero_with_empty_prompt_unloads(stack: Stack) -> None:
+    assert httpx.post(f"{stack.url}/api/generate", json=QUICK, timeout=60).json()["done"]
+    response = httpx.post(
+        f"{stack.url}/api/generate", json={"model": MODEL, "keep_alive": 0}, timeout=30
+    ).json()
+    assert response["done_reason"] == "unload" and response["response"] == ""
+    wait_for(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], timeout=15,
+             what="unload")

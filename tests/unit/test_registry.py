@@ -1,0 +1,87 @@
+"""Model names, the Ollama-layout store, and the bundled SmolLM2 model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.registry.bundled import BUNDLED_NAME, bundled_gguf, install_bundled
+from services.registry.names import InvalidName, parse_name
+from services.registry.service import resolve
+from services.registry.store import InvalidDigest, ModelStore, blob_path, sha256_file
+
+NAMES = [
+    ("llama3", "registry.ollama.ai", "library", "llama3", "latest", "llama3:latest"),
+    ("smollm2:135m", "registry.ollama.ai", "library", "smollm2", "135m", "smollm2:135m"),
+    ("ns/model:tag", "registry.ollama.ai", "ns", "model", "tag", "ns/model:tag"),
+    ("example.com:5000/ns/m:1.0", "example.com:5000", "ns", "m", "1.0",
+     "example.com:5000/ns/m:1.0"),
+]
+
+
+@pytest.mark.parametrize(("text", "host", "ns", "model", "tag", "short"), NAMES,
+                         ids=[n[0] for n in NAMES])
+def test_parse_name(text: str, host: str, ns: str, model: str, tag: str, short: str) -> None:
+    name = parse_name(text)
+    assert name.parts == (host, ns, model, tag)
+    assert name.display_shortest == short
+
+
+@pytest.mark.parametrize("text", ["", "model:", "ns/", "a/b/c/d", "bad name", "-x", "n.s/m",
+                                  "m:" + "t" * 81])
+def test_invalid_names(text: str) -> None:
+    with pytest.raises(InvalidName, match="invalid model name"):
+        parse_name(text)
+
+
+def test_blob_paths_accept_only_sha256() -> None:
+    root = Path("/m")
+    assert blob_path(root, "sha256:" + "A" * 64) == root / "blobs" / ("sha256-" + "a" * 64)
+    for bad in ("sha256:123", "md5:" + "a" * 64, "../etc/passwd"):
+        with pytest.raises(InvalidDigest):
+            blob_path(root, bad)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    store = ModelStore(tmp_path_factory.mktemp("models"))
+    assert install_bundled(store) is not None
+    return store
+
+
+def test_bundled_model_is_stored_in_ollamas_layout(store: ModelStore) -> None:
+    manifest_path = store.root / "manifests/registry.ollama.ai/library/smollm2/135m"
+    manifest = json.loads(manifest_path.read_text())
+    weights = manifest["layers"][0]
+    assert weights["mediaType"] == "application/vnd.ollama.image.model"
+    blob = store.blob(weights["digest"])
+    assert blob.stat().st_size == weights["size"]
+    assert sha256_file(blob) == weights["digest"]
+    source = bundled_gguf()
+    assert source is not None and source.read_bytes()[:4] == b"GGUF"
+    config = json.loads(store.blob(manifest["config"]["digest"]).read_text())
+    assert config["model_format"] == "gguf"
+    assert not list(store.root.rglob("*.partial"))
+
+
+def test_install_is_idempotent(store: ModelStore) -> None:
+    before = sorted(p.name for p in (store.root / "blobs").iterdir())
+    assert install_bundled(store) == parse_name(BUNDLED_NAME)
+    assert sorted(p.name for p in (store.root / "blobs").iterdir()) == before
+
+
+def test_resolve_is_case_insensitive_and_reports_errors(store: ModelStore) -> None:
+    found = resolve(store, "SmolLM2:135M")
+    assert found.model is not None and found.model.name == "smollm2:135m"
+    missing = resolve(store, "smollm2:1b")
+    assert (missing.status, missing.error) == (404, "model 'smollm2:1b' not found")
+    invalid = resolve(store, "bad name")
+    assert (invalid.status, invalid.error) == (400, "invalid model name")
+
+
+def test_list_shows_the_manifest_digest(store: ModelStore) -> None:
+    [model] = store.list()
+    assert model.name.display_shortest == "smollm2:135m"
+    assert len(model.manifest_digest) == 64 and model.total_size > model.weights_size

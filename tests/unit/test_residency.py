@@ -1,0 +1,75 @@
+"""keep_alive timers on a worker, driven by an injected clock (no sleeping)."""
+
+from __future__ import annotations
+
+from services.protocol import ModelRef
+from services.worker.residency import Residency, expiry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Model:
+    size, size_vram, devices = 10, 0, ["cpu"]
+
+    def close(self) -> None:
+        pass
+
+
+MODEL = ModelRef(name="m:1", digest="sha256:" + "a" * 64, size=10)
+
+
+def loaded(clock: Clock, keep_alive: float, slots: int = 1):  # type: ignore[no-untyped-def]
+    residency = Residency(clock)
+    instance = residency.begin_load(MODEL, 2048, slots, keep_alive)
+    residency.finish_load(instance, Model())  # type: ignore[arg-type]
+    return residency, instance
+
+
+def test_expiry_forever_and_finite() -> None:
+    assert expiry(-1.0, 5.0) is None
+    assert expiry(0.0, 5.0) == 5.0
+    assert expiry(300.0, 5.0) == 305.0
+
+
+def test_timer_runs_only_while_idle() -> None:
+    clock = Clock()
+    residency, instance = loaded(clock, keep_alive=60)
+    assert residency.acquire(instance, "r1", None)
+    assert instance.expires_at is None
+    clock.now += 500
+    assert residency.expired() == []
+    residency.release(instance, "r1")
+    assert instance.expires_at == clock.now + 60
+    clock.now += 59
+    assert residency.expired() == []
+    clock.now += 1
+    assert residency.expired() == [instance]
+
+
+def test_request_keep_alive_sticks() -> None:
+    clock = Clock()
+    residency, instance = loaded(clock, keep_alive=300)
+    residency.acquire(instance, "r1", -1.0)
+    residency.release(instance, "r1")
+    residency.acquire(instance, "r2", None)
+    residency.release(instance, "r2")
+    assert instance.keep_alive == -1.0 and instance.expires_at is None
+
+
+def test_slots_limit_and_unload_when_idle() -> None:
+    clock = Clock()
+    residency, instance = loaded(clock, keep_alive=300, slots=2)
+    assert residency.acquire(instance, "r1", None)
+    assert residency.acquire(instance, "r2", None)
+    assert not residency.acquire(instance, "r3", None)
+    assert residency.unload_when_idle(MODEL.digest) == []
+    residency.release(instance, "r1")
+    residency.release(instance, "r2")
+    assert residency.expired() == [instance]
+    assert residency.next_expiry() == clock.now

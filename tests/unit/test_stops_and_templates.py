@@ -1,0 +1,63 @@
+"""Stop sequences over streamed text, and chat templates rendered in the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.protocol import ChatMessage
+from services.worker.chat_template import TemplateRenderError, generate_messages, render_chat
+from services.worker.stops import StopMatcher
+
+
+@pytest.mark.parametrize(
+    ("stops", "pieces", "sent", "stopped"),
+    [
+        ([], ["Hello", " world"], "Hello world", False),
+        (["\n"], ["one", "\ntwo"], "one", True),
+        (["END"], ["abc E", "N", "D tail"], "abc ", True),
+        (["END"], ["abc E", "N", "x"], "abc ENx", False),
+        (["<|im_end|>"], ["hi<|im", "_end|>more"], "hi", True),
+        (["ab", "b"], ["xb"], "x", True),
+    ],
+    ids=["no-stops", "newline", "split-over-pieces", "false-alarm", "special", "earliest"],
+)
+def test_stop_matcher(stops: list[str], pieces: list[str], sent: str, stopped: bool) -> None:
+    matcher = StopMatcher(stops)
+    out, hit = "", False
+    for piece in pieces:
+        text, hit = matcher.feed(piece)
+        out += text
+        if hit:
+            break
+    if not hit:
+        out += matcher.flush()
+    assert (out, hit) == (sent, stopped)
+
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_render_chat_with_generation_prompt() -> None:
+    text = render_chat(CHATML, [ChatMessage(role="user", content="Hi")])
+    assert text == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_generate_prompt_becomes_system_and_user() -> None:
+    messages = generate_messages("Why?", "Be brief.")
+    assert [(m.role, m.content) for m in messages] == [("system", "Be brief."), ("user", "Why?")]
+
+
+def test_template_errors_are_reported() -> None:
+    strict = "{% if messages[0]['role'] != 'system' %}{{ raise_exception('system first') }}{% endif %}"
+    with pytest.raises(TemplateRenderError, match="system first"):
+        render_chat(strict, [ChatMessage(role="user", content="x")])
+
+
+def test_sandbox_blocks_python_internals() -> None:
+    escape = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+    with pytest.raises(TemplateRenderError):
+        render_chat(escape, [ChatMessage(role="user", content="x")])
