@@ -35,16 +35,13 @@ def serve() -> None:
         console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(2) from exc
     launcher = Launcher(settings)
+
+    def started(url: str) -> None:
+        typer.echo(f"herd is listening on {url} (NATS {launcher.env['NATS_URL']})")
+        typer.echo("Press Ctrl-C to stop.")
+
     try:
-        url = launcher.start()
+        launcher.run_until_stopped(started)
     except (NatsServerError, RuntimeError) as exc:
-        launcher.stop()
-        console.print(f"[red]Error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    console.print(f"herd is listening on [bold]{url}[/bold] (NATS {launcher.env['NATS_URL']})")
-    console.print("Press Ctrl-C to stop.")
-    try:
-        launcher.wait()
-    except RuntimeError as exc:
         console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -43,7 +44,7 @@ class Launcher:
     nats: NatsServer | None = None
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self) -> str:
+    def start(self, cancelled: Callable[[], bool] = lambda: False) -> str:
         """Start everything; return the gateway's URL once it answers."""
         nats_url = self.settings.nats_url
         if not nats_url:
@@ -56,7 +57,7 @@ class Launcher:
                 [sys.executable, "-m", f"services.{name}"], env=self.env, **self._popen_options()
             )
         url = self.settings.host.connectable_url
-        self._wait_ready(url)
+        self._wait_ready(url, cancelled)
         return url
 
     def _popen_options(self) -> dict[str, object]:
@@ -65,9 +66,9 @@ class Launcher:
             options["preexec_fn"] = _die_with_parent
         return options
 
-    def _wait_ready(self, url: str) -> None:
+    def _wait_ready(self, url: str, cancelled: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not cancelled():
             self.check_children()
             try:
                 if httpx.get(url + "/", timeout=1.0).status_code == 200:
@@ -75,6 +76,8 @@ class Launcher:
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
+        if cancelled():
+            return
         raise RuntimeError(f"the gateway did not answer on {url} within {READY_TIMEOUT:.0f}s")
 
     def check_children(self) -> None:
@@ -96,8 +99,10 @@ class Launcher:
         if self.nats is not None:
             self.nats.stop()
 
-    def wait(self) -> None:
-        """Block until a signal or a child's death; then stop everything."""
+    def run_until_stopped(self, started: Callable[[str], None]) -> None:
+        """Start everything, call `started(url)`, then block until SIGINT/SIGTERM or a child's
+        death; stop everything in any case. Signals are taken over before the first child
+        starts, so a Ctrl-C during start-up also ends in a clean stop."""
         stopping = False
 
         def on_signal(signum: int, _: FrameType | None) -> None:
@@ -106,10 +111,13 @@ class Launcher:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            url = self.start(lambda: stopping)
+            if not stopping:
+                started(url)
             while not stopping:
                 self.check_children()
                 time.sleep(0.2)
         finally:
+            self.stop()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.stop()

@@ -1,7 +1,7 @@
 """`python -m services.scheduler`: the one place that decides where requests run."""
 
 from services.protocol.bus import new_broker, run_service, service_settings
-from services.scheduler.service import register, tick
+from services.scheduler.service import consume, register, tick
 
 
 def main() -> None:
@@ -11,7 +11,11 @@ def main() -> None:
     interval = min(settings.queue_ack_wait / 3, settings.heartbeat_interval)
     run_service(
         broker,
-        background=[scheduler.run, lambda: tick(scheduler, interval)],
+        background=[
+            scheduler.run,
+            lambda: consume(broker, settings, scheduler),
+            lambda: tick(scheduler, interval),
+        ],
         on_stop=[scheduler.release_all],
     )
 

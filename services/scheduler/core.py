@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
+
 from services.protocol import (
     CommandResult,
     Done,
@@ -32,6 +35,7 @@ from services.scheduler.placement import Dispatch, Load, Wait, Want, place
 from services.telemetry import log_event
 
 log = logging.getLogger("herd.scheduler")
+_tracer = otel_trace.get_tracer("herd.scheduler")
 
 
 class HeldMessage(Protocol):
@@ -55,6 +59,7 @@ class Transport(Protocol):
 class Pending:
     request: GenerationRequest
     message: HeldMessage
+    trace: Context | None = None  # the gateway's trace, continued by commands for this request
     dispatching: bool = False
 
     @property
@@ -67,6 +72,7 @@ class Pending:
 class Arrived:
     request: GenerationRequest
     message: HeldMessage
+    trace: Context | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,8 @@ class Scheduler:
     def handle(self, event: Event) -> None:
         """Apply one event, then place what can be placed."""
         match event:
-            case Arrived(request, message):
-                self._arrived(request, message)
+            case Arrived(request, message, trace):
+                self._arrived(request, message, trace)
             case Heartbeat(state):
                 self._fleet.update(state, self._clock())
             case Cancelled(request_id):
@@ -157,7 +163,9 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
 
-    def _arrived(self, request: GenerationRequest, message: HeldMessage) -> None:
+    def _arrived(
+        self, request: GenerationRequest, message: HeldMessage, trace: Context | None
+    ) -> None:
         if request.action == "unload":
             for worker_id in self._fleet.holders(request.model.digest):
                 self._spawn(self._transport.unload(worker_id, request.model.digest))
@@ -167,7 +175,7 @@ class Scheduler:
         if known is not None:  # redelivered while still held here: keep the newer handle
             known.message = message
             return
-        self._pending[request.id] = Pending(request, message)
+        self._pending[request.id] = Pending(request, message, trace)
         log_event(log, "queued", request=request.id, model=request.model.name, waiting=self.waiting)
 
     def _cancelled(self, request_id: str) -> None:
@@ -226,19 +234,20 @@ class Scheduler:
                     self._spawn(self._dispatch(pending, worker_id))
                 case Load(worker_id, evict):
                     self._fleet.mark_loading(worker_id, want.digest, want.num_ctx)
-                    self._spawn(self._load(pending.request, worker_id, evict))
+                    self._spawn(self._load(pending, worker_id, evict))
                 case Wait():
                     pass
 
     async def _dispatch(self, pending: Pending, worker_id: str) -> None:
         try:
-            result = await self._transport.run(worker_id, pending.request)
+            with _tracer.start_as_current_span("dispatch", context=pending.trace):
+                result = await self._transport.run(worker_id, pending.request)
         except Exception as exc:  # a worker that does not answer refuses the run
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
         self.submit(RunAnswered(pending, worker_id, result))
 
-    async def _load(self, request: GenerationRequest, worker_id: str, evict: tuple[str, ...]) -> None:
-        want = Want(request.model.digest, request.options.num_ctx or 0, request.model.size)
+    async def _load(self, pending: Pending, worker_id: str, evict: tuple[str, ...]) -> None:
+        request, want = pending.request, pending.want
         log_event(log, "loading", worker=worker_id, model=request.model.name, evict=list(evict))
         try:
             for digest in evict:
@@ -247,7 +256,8 @@ class Scheduler:
             command = LoadCommand(
                 model=request.model, num_ctx=want.num_ctx, keep_alive=request.keep_alive
             )
-            result = await self._transport.load(worker_id, command)
+            with _tracer.start_as_current_span("load", context=pending.trace):
+                result = await self._transport.load(worker_id, command)
         except Exception as exc:
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
         self.submit(LoadAnswered(worker_id, want, result))

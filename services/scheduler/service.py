@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
+import nats.errors
+from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage
+from nats.aio.msg import Msg
+from nats.js.errors import ServiceUnavailableError
+from pydantic import ValidationError
 
+from services import telemetry
 from services.config import Settings
 from services.protocol import (
     CommandResult,
@@ -23,6 +28,9 @@ from services.protocol import (
 )
 from services.protocol.bus import request_stream
 from services.scheduler.core import Arrived, Cancelled, Heartbeat, Scheduler, Tick
+from services.telemetry import log_event
+
+log = logging.getLogger("herd.scheduler")
 
 RUN_TIMEOUT = 10.0
 UNLOAD_TIMEOUT = 10.0
@@ -31,8 +39,8 @@ UNLOAD_TIMEOUT = 10.0
 class _Held:
     """A stream message the scheduler holds until the request is placed."""
 
-    def __init__(self, message: NatsMessage) -> None:
-        self._raw = message.raw_message
+    def __init__(self, message: Msg) -> None:
+        self._raw = message
 
     async def ack(self) -> None:
         with contextlib.suppress(Exception):
@@ -78,19 +86,8 @@ def register(broker: NatsBroker, settings: Settings) -> Scheduler:
         stale_after=settings.heartbeat_interval * 5,
     )
 
-    @broker.subscriber(
-        subjects.REQUEST_SUBJECTS,
-        stream=request_stream(settings.max_queue),
-        durable=subjects.SCHEDULER_DURABLE,
-        pull_sub=PullSub(batch_size=16, timeout=1.0),
-        config=ConsumerConfig(
-            ack_wait=settings.queue_ack_wait,
-            max_ack_pending=max(1000, 2 * settings.max_queue),
-        ),
-        ack_policy=AckPolicy.MANUAL,
-    )
-    async def on_request(request: GenerationRequest, message: NatsMessage) -> None:
-        scheduler.submit(Arrived(request, _Held(message)))
+    # Declaring a publisher on the stream makes broker.start() create it if missing.
+    broker.publisher(subjects.request_subject("generate"), stream=request_stream(settings.max_queue))
 
     @broker.subscriber(subjects.HEARTBEAT)
     async def on_heartbeat(state: WorkerState) -> None:
@@ -101,6 +98,37 @@ def register(broker: NatsBroker, settings: Settings) -> Scheduler:
         scheduler.submit(Cancelled(subjects.request_id_of(message.raw_message.subject)))
 
     return scheduler
+
+
+async def consume(broker: NatsBroker, settings: Settings, scheduler: Scheduler) -> None:
+    """Pull waiting requests from the stream with the durable consumer; never ack here.
+
+    A plain nats-py fetch loop rather than a faststream pull subscriber: faststream
+    0.7.8 only absorbs nats-py's own TimeoutError, while nats-py 2.15+ can also raise
+    asyncio's from fetch, which turned every idle poll into a logged crash and retry.
+    """
+    subscription = await broker.connection.jetstream().pull_subscribe(
+        subjects.REQUEST_SUBJECTS,
+        durable=subjects.SCHEDULER_DURABLE,
+        stream=subjects.REQUEST_STREAM,
+        config=ConsumerConfig(
+            ack_wait=settings.queue_ack_wait,
+            max_ack_pending=max(1000, 2 * settings.max_queue),
+        ),
+    )
+    while True:
+        try:
+            messages = await subscription.fetch(batch=16, timeout=1.0)
+        except (TimeoutError, nats.errors.ConnectionClosedError, ServiceUnavailableError):
+            continue
+        for message in messages:
+            try:
+                request = GenerationRequest.model_validate_json(message.data)
+            except ValidationError:
+                log_event(log, "malformed_request", level=logging.ERROR, subject=message.subject)
+                await message.term()
+                continue
+            scheduler.submit(Arrived(request, _Held(message), telemetry.extract(message.headers)))
 
 
 async def tick(scheduler: Scheduler, interval: float) -> None:
