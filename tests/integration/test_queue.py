@@ -56,6 +56,16 @@ def queued(stack: Stack) -> int:
     return asyncio.run(stack.stream_messages())
 
 
+def one_running_one_waiting(stack: Stack) -> tuple[Background, Background]:
+    """Fill the single slot, then the single queue place, checking the stream at each step."""
+    running = Background(stack.url, LONG)
+    wait_for(lambda: len(running.chunks) > 0, what="first chunk")
+    wait_for(lambda: queued(stack) == 0, what="running request to leave the queue")
+    waiting = Background(stack.url, {**LONG, "options": {"num_predict": 8}})
+    wait_for(lambda: queued(stack) == 1, what="second request to wait in the queue")
+    return running, waiting
+
+
 @pytest.fixture(params=nats_binaries(), ids=lambda p: f"nats-{version(p)}")
 def small_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     """OLLAMA_MAX_QUEUE=1, one slot, short ack wait; on every nats-server build present."""
@@ -70,11 +80,7 @@ def small_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stac
 
 def test_full_queue_answers_503_and_loses_nothing(small_queue: Stack) -> None:
     stack = small_queue
-    running = Background(stack.url, LONG)
-    wait_for(lambda: len(running.chunks) > 0, what="first chunk")
-    wait_for(lambda: queued(stack) == 0, what="running request to leave the queue")
-    waiting = Background(stack.url, {**LONG, "options": {"num_predict": 8}})
-    wait_for(lambda: queued(stack) == 1, what="second request to wait in the queue")
+    running, waiting = one_running_one_waiting(stack)
 
     rejected = httpx.post(f"{stack.url}/api/generate", json=QUICK, timeout=30)
 
@@ -89,11 +95,7 @@ def test_full_queue_answers_503_and_loses_nothing(small_queue: Stack) -> None:
 
 def test_scheduler_restart_loses_no_waiting_request(small_queue: Stack) -> None:
     stack = small_queue
-    running = Background(stack.url, LONG)
-    wait_for(lambda: len(running.chunks) > 0, what="first chunk")
-    wait_for(lambda: queued(stack) == 0, what="running request to leave the queue")
-    waiting = Background(stack.url, {**LONG, "options": {"num_predict": 8}})
-    wait_for(lambda: queued(stack) == 1, what="second request to wait in the queue")
+    running, waiting = one_running_one_waiting(stack)
 
     stack.stop_service("scheduler", signal.SIGKILL)
     stack.start_service("scheduler")
