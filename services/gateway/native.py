@@ -25,8 +25,7 @@ from services.gateway.errors import ApiError, BadRequest, ClientGone, NotFound, 
 from services.gateway.ollama_format import Kind, Timing
 from services.gateway.relay import Event, RelayedRequest
 from services.gateway.state import GatewayState
-from services.protocol import Done, Failed, GenerationRequest, subjects
-from services.protocol.messages import Chunk
+from services.protocol import Chunk, Done, Failed, GenerationRequest, subjects
 
 router = APIRouter()
 _tracer = trace.get_tracer("herd.gateway")

@@ -15,17 +15,14 @@ from collections.abc import AsyncIterator
 import nats.errors
 from faststream.nats import NatsBroker
 from nats.js.errors import APIError, NoStreamResponseError
-from opentelemetry import trace
 
 from services.gateway.errors import ApiError, QueueFull, Unavailable
-from services.protocol import REPLY, Done, Failed, GenerationRequest, Started, subjects
-from services.protocol.messages import Chunk
+from services.protocol import REPLY, Chunk, Done, Failed, GenerationRequest, Started, subjects
 from services.telemetry import log_event
 
 log = logging.getLogger("herd.gateway")
 STREAM_FULL = 10077
 PUBLISH_TIMEOUT = 5.0
-_tracer = trace.get_tracer("herd.gateway")
 
 Event = Started | Chunk | Done | Failed
 

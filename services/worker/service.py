@@ -23,6 +23,7 @@ from services.protocol import (
     CommandResult,
     Done,
     Failed,
+    GenerationRequest,
     LoadCommand,
     RunCommand,
     Started,
@@ -30,10 +31,9 @@ from services.protocol import (
     WorkerState,
     subjects,
 )
-from services.protocol.messages import GenerationRequest
 from services.telemetry import log_event
 from services.worker.chat_template import TemplateRenderError
-from services.worker.engines.base import Engine, EngineError, LoadSpec
+from services.worker.engines.base import Engine, EngineError, GenerationStats, LoadSpec
 from services.worker.residency import Instance, Residency
 
 log = logging.getLogger("herd.worker")
@@ -174,7 +174,7 @@ class Worker:
         def emit(text: str) -> None:
             loop.call_soon_threadsafe(pieces.put_nowait, text)
 
-        def work() -> object:
+        def work() -> GenerationStats:
             try:
                 return model.generate(prompt, options, emit, cancelled.is_set)
             finally:
@@ -190,11 +190,11 @@ class Worker:
             seq += 1
         stats = await generation
         return Done(
-            done_reason=stats.done_reason,  # type: ignore[attr-defined]
-            prompt_eval_count=stats.prompt_eval_count,  # type: ignore[attr-defined]
-            prompt_eval_duration=stats.prompt_eval_duration,  # type: ignore[attr-defined]
-            eval_count=stats.eval_count,  # type: ignore[attr-defined]
-            eval_duration=stats.eval_duration,  # type: ignore[attr-defined]
+            done_reason=stats.done_reason,
+            prompt_eval_count=stats.prompt_eval_count,
+            prompt_eval_duration=stats.prompt_eval_duration,
+            eval_count=stats.eval_count,
+            eval_duration=stats.eval_duration,
         )
 
     def _close(self, instance: Instance, why: str) -> None:
