@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import nats.errors
 from faststream.nats import NatsBroker
+from nats.aio.subscription import Subscription
 from nats.js.errors import APIError, NoStreamResponseError
 
 from services.gateway.errors import ApiError, QueueFull, Unavailable
@@ -60,23 +61,23 @@ class RelayedRequest:
     """The replies of one request, as an async iterator ending at Done or Failed."""
 
     def __init__(
-        self, broker: NatsBroker, request: GenerationRequest, subscription: object, idle: float
+        self, broker: NatsBroker, request: GenerationRequest, subscription: Subscription, idle: float
     ) -> None:
         self._broker = broker
         self.request = request
-        self._subscription = subscription
+        self._subscription: Subscription | None = subscription
         self._idle = idle
         self._finished = False
         self._started = False
 
     async def events(self) -> AsyncIterator[Event]:
         try:
-            while not self._finished:
+            while not self._finished and self._subscription is not None:
                 # Queue wait and model load have no deadline of ours (the client decides);
                 # once a worker has started, silence longer than `idle` means it is gone.
                 timeout = self._idle if self._started else None
                 try:
-                    message = await self._subscription.next_msg(timeout=timeout)  # type: ignore[attr-defined]
+                    message = await self._subscription.next_msg(timeout=timeout)
                 except nats.errors.TimeoutError:
                     raise ApiError("worker stopped responding", 500) from None
                 event = REPLY.validate_json(message.data)
@@ -96,4 +97,4 @@ class RelayedRequest:
             self._finished = True
             log_event(log, "client_gone", request=self.request.id)
             await self._broker.connection.publish(subjects.cancel_subject(self.request.id), b"")
-        await asyncio.shield(subscription.unsubscribe())  # type: ignore[attr-defined]
+        await asyncio.shield(subscription.unsubscribe())

@@ -19,7 +19,7 @@ import llama_cpp
 from services.protocol import Device, GenerationRequest, Options
 from services.worker.chat_template import generate_messages, render_chat
 from services.worker.devices import cpu_device
-from services.worker.engines.base import EngineError, GenerationStats, LoadSpec
+from services.worker.engines.base import DoneReason, EngineError, GenerationStats, LoadSpec
 from services.worker.stops import StopMatcher
 
 _KV_TYPES = {"f16": None, "": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
@@ -123,7 +123,7 @@ def _generate(
     started = time.perf_counter_ns()
     first_token_at = 0
     count = 0
-    reason: str = "length"
+    reason: DoneReason = "length"
     for token in llm.generate(
         tokens,
         top_k=options.top_k,
@@ -159,7 +159,7 @@ def _generate(
     finished = time.perf_counter_ns()
     first_token_at = first_token_at or finished
     return GenerationStats(
-        done_reason=reason,  # type: ignore[arg-type]
+        done_reason=reason,
         prompt_eval_count=len(tokens),
         prompt_eval_duration=first_token_at - started,
         eval_count=count,
