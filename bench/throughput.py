@@ -9,35 +9,29 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from herd.nats_server import find_binary
-from tests.stack import MODEL, Stack
+from bench.stack import MODEL, running_stack
 
 RUNS = 5
 BODY = {"model": MODEL, "prompt": "Why is the sky blue?", "options": {"num_predict": 128, "seed": 1}}
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as root:
-        stack = Stack(Path(root), find_binary()).start()
-        try:
-            rates, first_tokens = [], []
-            for _ in range(RUNS):
-                started = time.perf_counter()
-                first = None
-                with httpx.stream("POST", f"{stack.url}/api/generate", json=BODY, timeout=120) as r:
-                    for line in r.iter_lines():
-                        first = first or time.perf_counter() - started
-                        final = json.loads(line)
-                rates.append(final["eval_count"] / final["eval_duration"] * 1e9)
-                first_tokens.append(first or 0.0)
-        finally:
-            stack.stop()
+    rates, first_tokens = [], []
+    with running_stack() as url:
+        for _ in range(RUNS):
+            started = time.perf_counter()
+            first = None
+            with httpx.stream("POST", f"{url}/api/generate", json=BODY, timeout=120) as r:
+                for line in r.iter_lines():
+                    first = first or time.perf_counter() - started
+                    final = json.loads(line)
+            rates.append(final["eval_count"] / final["eval_duration"] * 1e9)
+            first_tokens.append(first or 0.0)
     result = {
         "model": MODEL,
         "runs": RUNS,

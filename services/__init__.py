@@ -1,1 +1,1 @@
-"""herd's services: gateway, scheduler, worker and registry, sharing only `protocol` and `config`."""
+"""corral's services: gateway, scheduler, worker and registry, sharing only `protocol` and `config`."""

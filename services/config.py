@@ -1,9 +1,11 @@
-"""Every OLLAMA_* / HERD_* / NATS_URL setting, parsed in one place with Ollama's defaults.
+"""Every OLLAMA_* / CORRAL_* / NATS_URL setting, parsed in one place with Ollama's defaults.
 
+Each setting is one field of `Settings`: its default, the variable it is read
+from and the parser for that variable are written there and nowhere else.
 Valid values parse exactly as Ollama's `envconfig` does. Where Ollama silently
-falls back to a default on a bad value, herd refuses to start instead and names
-the variable and the forms it accepts: a typo in a server setting should not
-quietly become a different configuration.
+falls back to a default on a bad value, corral refuses to start instead and
+names the variable and the forms it accepts: a typo in a server setting should
+not quietly become a different configuration.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from services.protocol.durations import parse_go_duration
 
-log = logging.getLogger("herd.config")
+log = logging.getLogger("corral.config")
 
 DEFAULT_PORT = 11434
 DEFAULT_ORIGINS = (
@@ -42,13 +45,16 @@ DEFAULT_ORIGINS = (
     "vscode-file://*",
 )
 KV_CACHE_TYPES = ("", "f16", "q8_0", "q4_0")
-ENGINES = ("auto", "llamacpp", "exllamav2", "simulated")
+ENGINES = ("auto", "llamacpp")  # the engines this build has; a GPU engine adds itself here
+MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS=0: Ollama's automatic limit, per GPU (and on CPU)
+STALE_HEARTBEATS = 5  # a worker silent for this many heartbeat intervals is gone
+NO_LIMIT = 365 * 24 * 3600.0  # "forever" for a deadline: a year of seconds
 _GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
 
 class ConfigError(ValueError):
-    """A setting has a value herd cannot use; the message names it and the accepted forms."""
+    """A setting has a value corral cannot use; the message names it and the accepted forms."""
 
     def __init__(self, name: str, value: str, accepted: str) -> None:
         super().__init__(f"{name}={value!r} is not valid: expected {accepted}")
@@ -76,83 +82,18 @@ class Host:
         return Host(self.scheme, host, self.port, self.path).url
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The effective configuration of one herd process."""
-
-    host: Host = field(default_factory=lambda: Host("http", "127.0.0.1", DEFAULT_PORT))
-    models: Path = field(default_factory=lambda: Path.home() / ".ollama" / "models")
-    keep_alive: float = 300.0
-    max_queue: int = 512
-    num_parallel: int = 1
-    max_loaded_models: int = 0
-    context_length: int = 2048
-    flash_attention: bool | None = None
-    kv_cache_type: str = ""
-    origins: tuple[str, ...] = DEFAULT_ORIGINS
-    load_timeout: float = 300.0
-    debug: bool = False
-    nats_url: str | None = None
-    nats_server: str | None = None
-    data_dir: Path = field(default_factory=lambda: Path.home() / ".herd")
-    worker_id: str = field(default_factory=lambda: _default_worker_id())
-    engine: str = "auto"
-    heartbeat_interval: float = 2.0
-    queue_ack_wait: float = 30.0
-    idle_timeout: float = 300.0
-
-    def loaded_models_limit(self, gpu_count: int) -> int:
-        """OLLAMA_MAX_LOADED_MODELS, with 0 meaning Ollama's automatic 3 per GPU (3 on CPU)."""
-        return self.max_loaded_models or 3 * max(gpu_count, 1)
-
-    def summary(self) -> dict[str, object]:
-        """Effective values for the start-up log, with credentials redacted."""
-        values = asdict(self)
-        values["host"] = self.host.url
-        values["nats_url"] = _redact_url(self.nats_url) if self.nats_url else None
-        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+Parser = Callable[[str, str], Any]  # (variable name, non-empty value) -> parsed value
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read every setting from `env` (default: the process environment)."""
-    env = os.environ if env is None else env
-
-    def var(name: str) -> str:
-        return env.get(name, "").strip().strip("\"'")
-
-    defaults = Settings()
-    return Settings(
-        host=parse_host(var("OLLAMA_HOST")),
-        models=Path(var("OLLAMA_MODELS")).expanduser() if var("OLLAMA_MODELS") else defaults.models,
-        keep_alive=_duration("OLLAMA_KEEP_ALIVE", var("OLLAMA_KEEP_ALIVE"), defaults.keep_alive),
-        max_queue=_uint("OLLAMA_MAX_QUEUE", var("OLLAMA_MAX_QUEUE"), defaults.max_queue, low=1),
-        num_parallel=_uint(
-            "OLLAMA_NUM_PARALLEL", var("OLLAMA_NUM_PARALLEL"), defaults.num_parallel, low=1
-        ),
-        max_loaded_models=_uint(
-            "OLLAMA_MAX_LOADED_MODELS", var("OLLAMA_MAX_LOADED_MODELS"), defaults.max_loaded_models
-        ),
-        context_length=_uint(
-            "OLLAMA_CONTEXT_LENGTH", var("OLLAMA_CONTEXT_LENGTH"), defaults.context_length, low=1
-        ),
-        flash_attention=_bool("OLLAMA_FLASH_ATTENTION", var("OLLAMA_FLASH_ATTENTION")),
-        kv_cache_type=_choice("OLLAMA_KV_CACHE_TYPE", var("OLLAMA_KV_CACHE_TYPE"), KV_CACHE_TYPES),
-        origins=tuple(o.strip() for o in var("OLLAMA_ORIGINS").split(",") if o.strip())
-        + DEFAULT_ORIGINS,
-        load_timeout=_duration("OLLAMA_LOAD_TIMEOUT", var("OLLAMA_LOAD_TIMEOUT"), 300.0),
-        debug=bool(_bool("OLLAMA_DEBUG", var("OLLAMA_DEBUG"))),
-        nats_url=var("NATS_URL") or None,
-        nats_server=var("HERD_NATS_SERVER") or None,
-        data_dir=Path(var("HERD_DATA_DIR")).expanduser() if var("HERD_DATA_DIR") else defaults.data_dir,
-        worker_id=_worker_id(var("HERD_WORKER_ID")) or defaults.worker_id,
-        engine=_choice("HERD_ENGINE", var("HERD_ENGINE") or "auto", ENGINES),
-        heartbeat_interval=_seconds("HERD_HEARTBEAT_INTERVAL", var("HERD_HEARTBEAT_INTERVAL"), 2.0),
-        queue_ack_wait=_seconds("HERD_QUEUE_ACK_WAIT", var("HERD_QUEUE_ACK_WAIT"), 30.0),
-        idle_timeout=_seconds("HERD_IDLE_TIMEOUT", var("HERD_IDLE_TIMEOUT"), 300.0),
-    )
+def _env(name: str, parse: Parser, default: Any = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A settings field read from variable `name`; its default applies when the variable is empty."""
+    metadata = {"env": name, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def parse_host(value: str) -> Host:
+def parse_host(value: str, name: str = "OLLAMA_HOST") -> Host:
     """Parse OLLAMA_HOST as `envconfig.Host()` does, rejecting ports it would only warn about."""
     value = value.strip().strip("\"'")
     if value == "ollama.com":
@@ -160,9 +101,10 @@ def parse_host(value: str) -> Host:
     scheme, default_port = "http", DEFAULT_PORT
     if "://" in value:
         scheme, value = value.split("://", 1)
-        default_port = {"http": 80, "https": 443}.get(scheme)
-        if default_port is None:
-            raise ConfigError("OLLAMA_HOST", value, "[http://|https://]host[:port][/path]")
+        known = {"http": 80, "https": 443}.get(scheme)
+        if known is None:
+            raise ConfigError(name, value, "[http://|https://]host[:port][/path]")
+        default_port = known
     hostport, slash, path = value.partition("/")
     path = slash + path if slash else ""
     host, port_text = _split_host_port(hostport)
@@ -170,8 +112,12 @@ def parse_host(value: str) -> Host:
         host = hostport.strip("[]") if hostport else "127.0.0.1"
         return Host(scheme, host, default_port, path)
     if not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError("OLLAMA_HOST", value, "a port between 0 and 65535")
+        raise ConfigError(name, value, "a port between 0 and 65535")
     return Host(scheme, host, int(port_text), path)
+
+
+def _host(name: str, value: str) -> Host:
+    return parse_host(value, name)
 
 
 def _split_host_port(hostport: str) -> tuple[str, str | None]:
@@ -187,10 +133,8 @@ def _split_host_port(hostport: str) -> tuple[str, str | None]:
     return "", None
 
 
-def _duration(name: str, value: str, default: float) -> float:
+def _duration(name: str, value: str) -> float:
     """OLLAMA_KEEP_ALIVE rules: a Go duration, else whole seconds; negative means forever."""
-    if not value:
-        return default
     try:
         return parse_go_duration(value)
     except ValueError:
@@ -201,30 +145,27 @@ def _duration(name: str, value: str, default: float) -> float:
     raise ConfigError(name, value, 'a duration such as "5m", "1h30m", "-1" or whole seconds "300"')
 
 
-def _seconds(name: str, value: str, default: float) -> float:
+def _seconds(name: str, value: str) -> float:
     """A positive duration: Go form ("2s", "500ms") or plain seconds ("0.5")."""
-    if not value:
-        return default
     try:
         seconds = float(value)
     except ValueError:
-        seconds = _duration(name, value, default)
+        seconds = _duration(name, value)
     if not seconds > 0:
         raise ConfigError(name, value, "a positive duration such as 2s, 500ms or 0.5")
     return seconds
 
 
-def _uint(name: str, value: str, default: int, low: int = 0) -> int:
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < low:
-        raise ConfigError(name, value, f"a whole number ≥ {low}")
-    return int(value)
+def _uint(low: int = 0) -> Parser:
+    def parse(name: str, value: str) -> int:
+        if not value.isdigit() or int(value) < low:
+            raise ConfigError(name, value, f"a whole number ≥ {low}")
+        return int(value)
+
+    return parse
 
 
-def _bool(name: str, value: str) -> bool | None:
-    if not value:
-        return None
+def _bool(name: str, value: str) -> bool:
     if value in _GO_TRUE:
         return True
     if value in _GO_FALSE:
@@ -232,20 +173,110 @@ def _bool(name: str, value: str) -> bool | None:
     raise ConfigError(name, value, "1, true, 0 or false")
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(name, value, "one of " + ", ".join(repr(a) for a in allowed if a))
+def _choice(allowed: tuple[str, ...]) -> Parser:
+    def parse(name: str, value: str) -> str:
+        if value not in allowed:
+            raise ConfigError(name, value, "one of " + ", ".join(repr(a) for a in allowed if a))
+        return value
+
+    return parse
+
+
+def _path(_: str, value: str) -> Path:
+    return Path(value).expanduser()
+
+
+def _text(_: str, value: str) -> str:
     return value
 
 
-def _worker_id(value: str) -> str:
-    if value and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
-        raise ConfigError("HERD_WORKER_ID", value, "letters, digits, '-' and '_' only")
+def _origins(_: str, value: str) -> tuple[str, ...]:
+    """Extra CORS origins, put before Ollama's own list."""
+    return tuple(o.strip() for o in value.split(",") if o.strip()) + DEFAULT_ORIGINS
+
+
+def _worker_id(name: str, value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        raise ConfigError(name, value, "letters, digits, '-' and '_' only")
     return value
 
 
 def _default_worker_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "worker"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one corral process: one field per variable."""
+
+    host: Host = _env("OLLAMA_HOST", _host, Host("http", "127.0.0.1", DEFAULT_PORT))
+    models: Path = _env("OLLAMA_MODELS", _path, factory=lambda: Path.home() / ".ollama" / "models")
+    keep_alive: float = _env("OLLAMA_KEEP_ALIVE", _duration, 300.0)
+    max_queue: int = _env("OLLAMA_MAX_QUEUE", _uint(low=1), 512)
+    num_parallel: int = _env("OLLAMA_NUM_PARALLEL", _uint(low=1), 1)
+    max_loaded_models: int = _env("OLLAMA_MAX_LOADED_MODELS", _uint(), 0)
+    context_length: int = _env("OLLAMA_CONTEXT_LENGTH", _uint(low=1), 2048)
+    flash_attention: bool | None = _env("OLLAMA_FLASH_ATTENTION", _bool, None)
+    kv_cache_type: str = _env("OLLAMA_KV_CACHE_TYPE", _choice(KV_CACHE_TYPES), "")
+    origins: tuple[str, ...] = _env("OLLAMA_ORIGINS", _origins, DEFAULT_ORIGINS)
+    load_timeout: float = _env("OLLAMA_LOAD_TIMEOUT", _duration, 300.0)  # 0 or negative: no limit
+    debug: bool = _env("OLLAMA_DEBUG", _bool, False)
+    nats_url: str | None = _env("NATS_URL", _text, None)
+    nats_server: str | None = _env("CORRAL_NATS_SERVER", _text, None)
+    data_dir: Path = _env("CORRAL_DATA_DIR", _path, factory=lambda: Path.home() / ".corral")
+    worker_id: str = _env("CORRAL_WORKER_ID", _worker_id, factory=_default_worker_id)
+    engine: str = _env("CORRAL_ENGINE", _choice(ENGINES), "auto")
+    heartbeat_interval: float = _env("CORRAL_HEARTBEAT_INTERVAL", _seconds, 2.0)
+    queue_ack_wait: float = _env("CORRAL_QUEUE_ACK_WAIT", _seconds, 30.0)
+    idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_type not in ("", "f16") and not self.flash_attention:
+            # Ollama quietly keeps f16 here; a quantized cache needs flash attention in llama.cpp.
+            raise ConfigError(
+                "OLLAMA_KV_CACHE_TYPE", self.kv_cache_type, "f16, or OLLAMA_FLASH_ATTENTION=1 with it"
+            )
+
+    def loaded_models_limit(self, gpu_count: int) -> int:
+        """OLLAMA_MAX_LOADED_MODELS, with 0 meaning Ollama's automatic 3 per GPU (3 on CPU)."""
+        return self.max_loaded_models or MODELS_PER_GPU * max(gpu_count, 1)
+
+    @property
+    def load_deadline(self) -> float:
+        """Seconds to wait for a load: OLLAMA_LOAD_TIMEOUT, where 0 or less means no limit (Ollama)."""
+        return self.load_timeout if self.load_timeout > 0 else NO_LIMIT
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds of silence after which a worker counts as gone."""
+        return STALE_HEARTBEATS * self.heartbeat_interval
+
+    def summary(self) -> dict[str, object]:
+        """Effective values for the start-up log, with credentials redacted."""
+        values = asdict(self)
+        values["host"] = self.host.url
+        values["nats_url"] = _redact_url(self.nats_url) if self.nats_url else None
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+def variable(field_name: str) -> str:
+    """The environment variable a settings field is read from."""
+    return str(SETTINGS_FIELDS[field_name].metadata["env"])
+
+
+SETTINGS_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for name, spec in SETTINGS_FIELDS.items():
+        variable_name = spec.metadata["env"]
+        raw = env.get(variable_name, "").strip().strip("\"'")
+        if raw:
+            values[name] = spec.metadata["parse"](variable_name, raw)
+    return Settings(**values)
 
 
 def _redact_url(url: str) -> str:
@@ -258,4 +289,4 @@ def _redact_url(url: str) -> str:
 
 def log_settings(settings: Settings, service: str) -> None:
     """One structured line at start-up with every effective value (as Ollama's `server config`)."""
-    log.info("config", extra={"service": service, "settings": settings.summary()})
+    log.info("config", extra={"fields": {"service": service, **settings.summary()}})

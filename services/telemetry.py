@@ -29,7 +29,7 @@ def setup(service: str, *, debug: bool = False) -> TracerProvider:
     setup_logging(debug)
     if _provider is not None:
         return _provider
-    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"herd-{service}"}
+    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or f"corral-{service}"}
     _provider = TracerProvider(resource=Resource.create(attributes))
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() != "true":
         for processor in _span_processors(os.environ.get("OTEL_TRACES_EXPORTER", "none")):
@@ -56,10 +56,6 @@ def shutdown() -> None:
     """Flush spans still buffered; call when a service stops."""
     if _provider is not None:
         _provider.shutdown()
-
-
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
 
 
 def inject(headers: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the nats-server binaries on this machine and real herd stacks."""
+"""Shared fixtures: the nats-server binaries on this machine and real corral stacks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from herd.nats_server import bundled_binary, find_binary, version
+from corral.nats_server import bundled_binary, find_binary, version
 from tests.stack import Stack
 
 

@@ -1,4 +1,4 @@
-"""A real herd stack for tests: a fresh nats-server and the four service processes.
+"""A real corral stack for tests: a fresh nats-server and the four service processes.
 
 Nothing is mocked: services run as `python -m services.<name>` exactly as in
 production, against a nats-server on a free port with JetStream in a temp dir.
@@ -17,9 +17,12 @@ from pathlib import Path
 
 import httpx
 import nats
+from nats.js.api import StreamInfo
+from nats.js.errors import NotFoundError
 
-from herd.nats_server import NatsServer
+from corral.nats_server import NatsServer
 from services.protocol import subjects
+from tests.watch import DEADLINE
 
 MODEL = "smollm2:135m"
 SERVICES = ("registry", "scheduler", "worker", "gateway")
@@ -50,25 +53,27 @@ class Stack:
         return self.nats.url
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "HERD_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "CORRAL_"))}
         env.update(
             NATS_URL=self.nats_url,
             OLLAMA_HOST=f"127.0.0.1:{self.port}",
             OLLAMA_MODELS=str(self.root / "models"),
-            HERD_WORKER_ID="w1",
-            HERD_HEARTBEAT_INTERVAL="0.5",
+            CORRAL_WORKER_ID="w1",
+            CORRAL_HEARTBEAT_INTERVAL="0.5",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.env_overrides)
         return env
 
-    def start(self) -> Stack:
+    def start(self, services: tuple[str, ...] = SERVICES) -> Stack:
+        """Start nats-server and `services`; with all four, wait until a preload goes through."""
         self.port = free_port()
         self.nats = NatsServer(self.nats_binary, self.root / "nats")
         self.nats.start()
-        for name in SERVICES:
+        for name in services:
             self.start_service(name)
-        self.wait_ready()
+        if services == SERVICES:
+            self.wait_ready()
         return self
 
     def start_service(self, name: str) -> None:
@@ -88,7 +93,7 @@ class Stack:
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = DEADLINE) -> None:
         """Ready means a preload goes all the way through: registry, scheduler, worker."""
         deadline = time.monotonic() + timeout
         last: object = None
@@ -118,11 +123,18 @@ class Stack:
         if self.nats is not None:
             self.nats.stop()
 
-    async def stream_messages(self) -> int:
-        """Messages now waiting in the request stream (the queue OLLAMA_MAX_QUEUE bounds)."""
+    async def stream_info(self) -> StreamInfo | None:
+        """The request stream as JetStream reports it; None while nobody has created it."""
         nc = await nats.connect(self.nats_url, allow_reconnect=False)
         try:
-            info = await nc.jetstream().stream_info(subjects.REQUEST_STREAM)
-            return int(info.state.messages)
+            return await nc.jetstream().stream_info(subjects.REQUEST_STREAM)
+        except NotFoundError:
+            return None
         finally:
             await nc.close()
+
+    async def stream_messages(self) -> int:
+        """Messages now waiting in the request stream (the queue OLLAMA_MAX_QUEUE bounds)."""
+        info = await self.stream_info()
+        assert info is not None, "no request stream"
+        return int(info.state.messages)

@@ -3,7 +3,7 @@
 import uvicorn
 
 from services.gateway.app import create_app
-from services.protocol.bus import service_settings
+from services.runtime import service_settings
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The gateway's FastAPI application: the only HTTP surface of herd."""
+"""The gateway's FastAPI application: the only HTTP surface of corral."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from services.gateway import errors, info, native
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
 from services.protocol import WorkerState, subjects
-from services.protocol.bus import new_broker, request_stream
+from services.runtime import new_broker
+from services.version import corral_version
 
 
 def create_app(settings: Settings) -> FastAPI:
     broker = new_broker(settings.nats_url or "", "gateway")
     state = GatewayState(settings, broker, Relay(broker, settings.idle_timeout))
-    # Declaring the publisher declares the bounded stream, whether or not a scheduler is up yet.
-    broker.publisher(subjects.request_subject("generate"), stream=request_stream(settings.max_queue))
 
     @broker.subscriber(subjects.HEARTBEAT)
     async def on_heartbeat(worker: WorkerState) -> None:
@@ -37,8 +36,8 @@ def create_app(settings: Settings) -> FastAPI:
             await broker.stop()
             telemetry.shutdown()
 
-    app = FastAPI(title="herd", version=info.version(), lifespan=lifespan)
-    app.state.herd = state
+    app = FastAPI(title="corral", version=corral_version(), lifespan=lifespan)
+    app.state.corral = state
     app.add_middleware(
         CORSMiddleware,
         allow_origin_regex=_origins_regex(settings.origins),

@@ -83,8 +83,10 @@ def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:
         ) from exc
 
 
-def parse_options(raw: dict[str, Any] | None, default_num_ctx: int) -> Options:
-    """Known options with their types checked; unknown keys ignored, as Ollama does."""
+def parse_options(raw: dict[str, Any] | None) -> Options:
+    """Known options with their types checked; unknown keys ignored, as Ollama does.
+
+    A `num_ctx` of 0 or less means "not set": the scheduler applies OLLAMA_CONTEXT_LENGTH."""
     values: dict[str, Any] = {}
     for key, value in (raw or {}).items():
         field = Options.model_fields.get(key)
@@ -92,8 +94,8 @@ def parse_options(raw: dict[str, Any] | None, default_num_ctx: int) -> Options:
             continue
         values[key] = _check_option(key, value, field.annotation)
     options = Options.model_validate(values)
-    if options.num_ctx is None or options.num_ctx <= 0:
-        options.num_ctx = default_num_ctx
+    if options.num_ctx is not None and options.num_ctx <= 0:
+        options.num_ctx = None
     return options
 
 
@@ -135,8 +137,14 @@ def _go_type(value: Any) -> str:
 
 
 def _expected(error_type: str) -> str:
-    for prefix, go in (("string", "string"), ("bool", "bool"), ("int", "int"),
-                       ("float", "float64"), ("list", "[]"), ("dict", "map")):
+    for prefix, go in (
+        ("string", "string"),
+        ("bool", "bool"),
+        ("int", "int"),
+        ("float", "float64"),
+        ("list", "[]"),
+        ("dict", "map"),
+    ):
         if error_type.startswith(prefix):
             return go
     return error_type

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from services.protocol import ResidentModel
+from services.version import corral_version
 
 router = APIRouter()
 FOREVER_SECONDS = 9_223_372_036  # Go's math.MaxInt64 nanoseconds
-
-
-def version() -> str:
-    try:
-        return metadata.version("herd")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
@@ -30,7 +23,7 @@ async def root() -> PlainTextResponse:
 
 @router.api_route("/api/version", methods=["GET", "HEAD"])
 async def api_version() -> dict[str, str]:
-    return {"version": version()}
+    return {"version": corral_version()}
 
 
 @router.get("/api/ps")
@@ -38,7 +31,7 @@ async def ps(request: Request) -> dict[str, Any]:
     now = time.time()
     models = [
         _running(m, now)
-        for worker in request.app.state.herd.live_workers()
+        for worker in request.app.state.corral.live_workers()
         for m in worker.resident
         if not m.loading
     ]
@@ -48,7 +41,7 @@ async def ps(request: Request) -> dict[str, Any]:
 
 @router.api_route("/api/tags", methods=["GET", "HEAD"])
 async def tags(request: Request) -> dict[str, Any]:
-    catalog = await request.app.state.herd.catalog()
+    catalog = await request.app.state.corral.catalog()
     return {
         "models": [
             {

@@ -28,7 +28,7 @@ from services.gateway.state import GatewayState
 from services.protocol import Chunk, Done, Failed, GenerationRequest, subjects
 
 router = APIRouter()
-_tracer = trace.get_tracer("herd.gateway")
+_tracer = trace.get_tracer("corral.gateway")
 T = TypeVar("T")
 
 
@@ -49,10 +49,9 @@ async def generate(request: Request) -> Response:
             prompt=body.prompt,
             system=body.system,
             raw=body.raw,
-            options=parse_options(body.options, state.settings.context_length),
+            options=parse_options(body.options),
             keep_alive=keep_alive,
             reply_subject="",
-            created_at=time.time(),
         )
         return await _respond(request, state, generation, body.model, body.stream)
 
@@ -71,10 +70,9 @@ async def chat(request: Request) -> Response:
             action=_action(bool(messages), keep_alive),
             model=await state.resolve(body.model),
             messages=messages,
-            options=parse_options(body.options, state.settings.context_length),
+            options=parse_options(body.options),
             keep_alive=keep_alive,
             reply_subject="",
-            created_at=time.time(),
         )
         return await _respond(request, state, generation, body.model, body.stream)
 
@@ -87,7 +85,7 @@ def _action(has_input: bool, keep_alive: float | None) -> Any:
 
 
 def _state(request: Request) -> GatewayState:
-    return request.app.state.herd  # type: ignore[no-any-return]
+    return request.app.state.corral  # type: ignore[no-any-return]
 
 
 async def _respond(
@@ -160,9 +158,7 @@ def _line(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-async def _unless_disconnected(
-    request: Request, work: Awaitable[T], relayed: RelayedRequest
-) -> T:
+async def _unless_disconnected(request: Request, work: Awaitable[T], relayed: RelayedRequest) -> T:
     """Await `work`, but if the client disconnects first, cancel the request (499)."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))

@@ -21,7 +21,7 @@ from services.gateway.errors import ApiError, QueueFull, Unavailable
 from services.protocol import REPLY, Chunk, Done, Failed, GenerationRequest, Started, subjects
 from services.telemetry import log_event
 
-log = logging.getLogger("herd.gateway")
+log = logging.getLogger("corral.gateway")
 STREAM_FULL = 10077
 PUBLISH_TIMEOUT = 5.0
 

@@ -36,7 +36,7 @@ class GatewayState:
             self.workers[state.worker_id] = (state, time.monotonic())
 
     def live_workers(self) -> list[WorkerState]:
-        horizon = time.monotonic() - 5 * self.settings.heartbeat_interval
+        horizon = time.monotonic() - self.settings.stale_after
         return [state for state, seen in self.workers.values() if seen >= horizon]
 
     async def resolve(self, name: str) -> ModelRef:

@@ -1,4 +1,4 @@
-"""The wire contract between herd's services: messages, subjects and durations."""
+"""The wire contract between corral's services: messages, subjects and durations."""
 
 from services.protocol import subjects
 from services.protocol.durations import FOREVER, parse_go_duration, parse_keep_alive

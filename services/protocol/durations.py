@@ -40,6 +40,8 @@ def parse_go_duration(text: str) -> float:
     total = 0.0
     while text:
         match = _TERM.match(text)
+        if match is None:  # unreachable: every part of the pattern is optional
+            raise ValueError(invalid)
         whole, frac, unit = match.group(1), match.group(2), match.group(3)
         if not whole and not frac:
             raise ValueError(invalid)
@@ -72,22 +74,6 @@ def parse_keep_alive(value: object) -> float | None:
     if isinstance(value, str):
         return parse_go_duration(value)
     raise ValueError(f"Unsupported type: '{_go_type_name(value)}'")
-
-
-def format_go_duration(seconds: float) -> str:
-    """Render seconds the way Go prints a Duration ("5m0s", "1h2m3s", "1.5s")."""
-    if seconds < 0:
-        return "-1"
-    if seconds == 0:
-        return "0s"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    secs_text = f"{secs:.9f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{int(hours)}h{int(minutes)}m{secs_text}"
-    if minutes:
-        return f"{int(minutes)}m{secs_text}"
-    return secs_text
 
 
 def _go_type_name(value: object) -> str:

@@ -1,4 +1,4 @@
-"""The wire contract: every message that crosses NATS between herd's services.
+"""The wire contract: every message that crosses NATS between corral's services.
 
 Times are float seconds since the epoch (`time.time()`) when they name a moment,
 and integer nanoseconds when they are Ollama statistics. `keep_alive` is float
@@ -25,7 +25,7 @@ class Message(BaseModel):
 
 
 class Options(Message):
-    """The Modelfile options herd honours (api.Options); defaults are Ollama's DefaultOptions()."""
+    """The Modelfile options corral honours (api.Options); defaults are Ollama's DefaultOptions()."""
 
     num_predict: int = -1
     temperature: float = 0.8
@@ -53,11 +53,10 @@ class ModelRef(Message):
     name: str
     digest: str  # sha256:<hex> of the weights layer; content-addresses the file in blobs/
     size: int
-    format: str = "gguf"
 
 
 class GenerationRequest(Message):
-    """One /api/generate or /api/chat call, as it waits in the HERD_REQ stream."""
+    """One /api/generate or /api/chat call, as it waits in the CORRAL_REQ stream."""
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     kind: Literal["generate", "chat"]
@@ -70,19 +69,16 @@ class GenerationRequest(Message):
     options: Options = Field(default_factory=Options)
     keep_alive: float | None = None
     reply_subject: str
-    created_at: float
 
 
 class Started(Message):
     """The worker has taken the request: queue wait and model load are over."""
 
     kind: Literal["started"] = "started"
-    worker_id: str
 
 
 class Chunk(Message):
     kind: Literal["chunk"] = "chunk"
-    seq: int
     text: str
 
 
@@ -107,10 +103,8 @@ REPLY = TypeAdapter(Reply)
 
 class Device(Message):
     id: str  # "cpu", "cuda:0", …
-    kind: Literal["cpu", "cuda", "simulated"]
-    name: str
-    total_memory: int
-    free_memory: int
+    kind: Literal["cpu", "cuda"]
+    free_memory: int  # bytes
 
 
 class ResidentModel(Message):
@@ -126,7 +120,6 @@ class ResidentModel(Message):
     loading: bool = False
     keep_alive: float
     expires_at: float | None = None  # None while busy or loading, or when kept forever
-    devices: list[str] = Field(default_factory=list)
 
 
 class WorkerState(Message):
@@ -141,12 +134,16 @@ class WorkerState(Message):
     engine: str
     devices: list[Device]
     resident: list[ResidentModel] = Field(default_factory=list)
-    sent_at: float
 
 
 class LoadCommand(Message):
+    """Load `model` as an instance of `slots` sequences of `num_ctx` tokens each.
+
+    `keep_alive` is the request's own (None: the worker's OLLAMA_KEEP_ALIVE applies)."""
+
     model: ModelRef
     num_ctx: int
+    slots: int
     keep_alive: float | None = None
 
 
@@ -155,7 +152,10 @@ class UnloadCommand(Message):
 
 
 class RunCommand(Message):
+    """Run `request` on the worker's resident instance of its model with `num_ctx` tokens."""
+
     request: GenerationRequest
+    num_ctx: int
 
 
 class CommandResult(Message):

@@ -1,7 +1,7 @@
 """`python -m services.registry`: owns the model store under $OLLAMA_MODELS."""
 
-from services.protocol.bus import new_broker, run_service, service_settings
 from services.registry.service import register
+from services.runtime import new_broker, run_service, service_settings
 
 
 def main() -> None:

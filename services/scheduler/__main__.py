@@ -1,6 +1,6 @@
 """`python -m services.scheduler`: the one place that decides where requests run."""
 
-from services.protocol.bus import new_broker, run_service, service_settings
+from services.runtime import new_broker, run_service, service_settings
 from services.scheduler.service import consume, register, tick
 
 

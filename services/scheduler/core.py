@@ -28,14 +28,15 @@ from services.protocol import (
     Failed,
     GenerationRequest,
     LoadCommand,
+    RunCommand,
     WorkerState,
 )
 from services.scheduler.fleet import Fleet
 from services.scheduler.placement import Dispatch, Load, Wait, Want, place
 from services.telemetry import log_event
 
-log = logging.getLogger("herd.scheduler")
-_tracer = otel_trace.get_tracer("herd.scheduler")
+log = logging.getLogger("corral.scheduler")
+_tracer = otel_trace.get_tracer("corral.scheduler")
 
 
 class HeldMessage(Protocol):
@@ -49,7 +50,7 @@ class HeldMessage(Protocol):
 class Transport(Protocol):
     """The I/O the scheduler needs; the NATS shell implements it."""
 
-    async def run(self, worker_id: str, request: GenerationRequest) -> CommandResult: ...
+    async def run(self, worker_id: str, command: RunCommand) -> CommandResult: ...
     async def load(self, worker_id: str, command: LoadCommand) -> CommandResult: ...
     async def unload(self, worker_id: str, digest: str) -> CommandResult: ...
     async def reply(self, subject: str, event: Done | Failed) -> None: ...
@@ -59,13 +60,9 @@ class Transport(Protocol):
 class Pending:
     request: GenerationRequest
     message: HeldMessage
+    want: Want  # the instance it runs on: weights, num_ctx (defaults filled in) and slots
     trace: Context | None = None  # the gateway's trace, continued by commands for this request
     dispatching: bool = False
-
-    @property
-    def want(self) -> Want:
-        model = self.request.model
-        return Want(model.digest, self.request.options.num_ctx or 0, model.size)
 
 
 @dataclass(frozen=True)
@@ -112,19 +109,21 @@ class Scheduler:
         self,
         transport: Transport,
         *,
-        max_loaded: int,
+        max_loaded: Callable[[int], int],
         num_parallel: int,
+        context_length: int,
         stale_after: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._transport = transport
         self._num_parallel = num_parallel
+        self._context_length = context_length
         self._stale_after = stale_after
         self._clock = clock
         self._fleet = Fleet(max_loaded)
         self._pending: dict[str, Pending] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
 
     def submit(self, event: Event) -> None:
         self._events.put_nowait(event)
@@ -163,20 +162,26 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
 
-    def _arrived(
-        self, request: GenerationRequest, message: HeldMessage, trace: Context | None
-    ) -> None:
+    def _arrived(self, request: GenerationRequest, message: HeldMessage, trace: Context | None) -> None:
+        want = self.want(request)
         if request.action == "unload":
             for worker_id in self._fleet.holders(request.model.digest):
                 self._spawn(self._transport.unload(worker_id, request.model.digest))
-            self._finish(Pending(request, message), Done(done_reason="unload"))
+            self._finish(Pending(request, message, want), Done(done_reason="unload"))
             return
         known = self._pending.get(request.id)
         if known is not None:  # redelivered while still held here: keep the newer handle
             known.message = message
             return
-        self._pending[request.id] = Pending(request, message, trace)
+        self._pending[request.id] = Pending(request, message, want, trace)
         log_event(log, "queued", request=request.id, model=request.model.name, waiting=self.waiting)
+
+    def want(self, request: GenerationRequest) -> Want:
+        """The instance a request needs. The one place the default num_ctx
+        (OLLAMA_CONTEXT_LENGTH) and the slots per instance (OLLAMA_NUM_PARALLEL) are applied."""
+        model = request.model
+        num_ctx = request.options.num_ctx or self._context_length
+        return Want(model.digest, num_ctx, model.size, self._num_parallel)
 
     def _cancelled(self, request_id: str) -> None:
         pending = self._pending.get(request_id)
@@ -198,8 +203,7 @@ class Scheduler:
             self._spawn(pending.message.ack())
             log_event(log, "placed", request=pending.request.id, worker=worker_id)
         else:
-            log_event(log, "run_refused", request=pending.request.id, worker=worker_id,
-                      reason=result.error)
+            log_event(log, "run_refused", request=pending.request.id, worker=worker_id, reason=result.error)
 
     def _load_answered(self, worker_id: str, want: Want, result: CommandResult) -> None:
         self._fleet.load_finished(worker_id, want.digest, want.num_ctx)
@@ -227,7 +231,7 @@ class Scheduler:
             if pending.dispatching:
                 continue
             want = pending.want
-            match place(self._fleet.workers(), _with_slots(want, self._num_parallel)):
+            match place(self._fleet.workers(), want):
                 case Dispatch(worker_id):
                     pending.dispatching = True
                     self._fleet.reserve_slot(worker_id, want.digest, want.num_ctx)
@@ -241,7 +245,9 @@ class Scheduler:
     async def _dispatch(self, pending: Pending, worker_id: str) -> None:
         try:
             with _tracer.start_as_current_span("dispatch", context=pending.trace):
-                result = await self._transport.run(worker_id, pending.request)
+                result = await self._transport.run(
+                    worker_id, RunCommand(request=pending.request, num_ctx=pending.want.num_ctx)
+                )
         except Exception as exc:  # a worker that does not answer refuses the run
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
         self.submit(RunAnswered(pending, worker_id, result))
@@ -254,7 +260,10 @@ class Scheduler:
                 await self._transport.unload(worker_id, digest)
                 log_event(log, "evicted", worker=worker_id, digest=digest[:19])
             command = LoadCommand(
-                model=request.model, num_ctx=want.num_ctx, keep_alive=request.keep_alive
+                model=request.model,
+                num_ctx=want.num_ctx,
+                slots=want.slots,
+                keep_alive=request.keep_alive,
             )
             with _tracer.start_as_current_span("load", context=pending.trace):
                 result = await self._transport.load(worker_id, command)
@@ -273,7 +282,3 @@ class Scheduler:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _with_slots(want: Want, slots: int) -> Want:
-    return Want(want.digest, want.num_ctx, want.size, slots)

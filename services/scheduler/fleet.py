@@ -9,6 +9,7 @@ than one already seen is stale and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.protocol import ResidentModel, WorkerState
@@ -24,7 +25,8 @@ class _Entry:
 
 
 class Fleet:
-    def __init__(self, max_loaded: int) -> None:
+    def __init__(self, max_loaded: Callable[[int], int]) -> None:
+        """`max_loaded(gpu_count)`: how many instances a worker with that many GPUs may hold."""
         self._max_loaded = max_loaded
         self._workers: dict[str, _Entry] = {}
 
@@ -73,11 +75,7 @@ class Fleet:
 
     def holders(self, digest: str) -> list[str]:
         """Workers that have `digest` resident, for an unload."""
-        return [
-            wid
-            for wid, e in self._workers.items()
-            if any(m.digest == digest for m in e.state.resident)
-        ]
+        return [wid for wid, e in self._workers.items() if any(m.digest == digest for m in e.state.resident)]
 
     def _worker(self, entry: _Entry) -> Worker:
         state = entry.state
@@ -92,7 +90,7 @@ class Fleet:
             id=state.worker_id,
             free_memory=sum(d.free_memory for d in state.devices),
             instances=tuple(instances),
-            max_loaded=self._max_loaded or 3 * max(gpus, 1),
+            max_loaded=self._max_loaded(gpus),
         )
 
     @staticmethod

@@ -26,11 +26,11 @@ from services.protocol import (
     WorkerState,
     subjects,
 )
-from services.protocol.bus import request_stream
 from services.scheduler.core import Arrived, Cancelled, Heartbeat, Scheduler, Tick
+from services.scheduler.stream import ensure_request_stream
 from services.telemetry import log_event
 
-log = logging.getLogger("herd.scheduler")
+log = logging.getLogger("corral.scheduler")
 
 RUN_TIMEOUT = 10.0
 UNLOAD_TIMEOUT = 10.0
@@ -60,8 +60,8 @@ class NatsTransport:
         self._broker = broker
         self._load_timeout = load_timeout
 
-    async def run(self, worker_id: str, request: GenerationRequest) -> CommandResult:
-        return await self._call(subjects.worker_run(worker_id), RunCommand(request=request), RUN_TIMEOUT)
+    async def run(self, worker_id: str, command: RunCommand) -> CommandResult:
+        return await self._call(subjects.worker_run(worker_id), command, RUN_TIMEOUT)
 
     async def load(self, worker_id: str, command: LoadCommand) -> CommandResult:
         return await self._call(subjects.worker_load(worker_id), command, self._load_timeout)
@@ -80,14 +80,12 @@ class NatsTransport:
 
 def register(broker: NatsBroker, settings: Settings) -> Scheduler:
     scheduler = Scheduler(
-        NatsTransport(broker, settings.load_timeout),
-        max_loaded=settings.max_loaded_models,
+        NatsTransport(broker, settings.load_deadline),
+        max_loaded=settings.loaded_models_limit,
         num_parallel=settings.num_parallel,
-        stale_after=settings.heartbeat_interval * 5,
+        context_length=settings.context_length,
+        stale_after=settings.stale_after,
     )
-
-    # Declaring a publisher on the stream makes broker.start() create it if missing.
-    broker.publisher(subjects.request_subject("generate"), stream=request_stream(settings.max_queue))
 
     @broker.subscriber(subjects.HEARTBEAT)
     async def on_heartbeat(state: WorkerState) -> None:
@@ -107,7 +105,9 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: Scheduler) 
     0.7.8 only absorbs nats-py's own TimeoutError, while nats-py 2.15+ can also raise
     asyncio's from fetch, which turned every idle poll into a logged crash and retry.
     """
-    subscription = await broker.connection.jetstream().pull_subscribe(
+    js = broker.connection.jetstream()
+    await ensure_request_stream(js, settings.max_queue)
+    subscription = await js.pull_subscribe(
         subjects.REQUEST_SUBJECTS,
         durable=subjects.SCHEDULER_DURABLE,
         stream=subjects.REQUEST_STREAM,

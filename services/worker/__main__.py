@@ -1,6 +1,6 @@
 """`python -m services.worker`: holds models on this host's devices and runs generations."""
 
-from services.protocol.bus import new_broker, run_service, service_settings
+from services.runtime import new_broker, run_service, service_settings
 from services.worker.service import register
 
 

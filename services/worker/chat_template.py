@@ -42,11 +42,13 @@ def render_chat(
     add_generation_prompt: bool = True,
 ) -> str:
     try:
-        return _compile(template).render(
-            messages=[m.model_dump() for m in messages],
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
+        return str(
+            _compile(template).render(
+                messages=[m.model_dump() for m in messages],
+                bos_token=bos_token,
+                eos_token=eos_token,
+                add_generation_prompt=add_generation_prompt,
+            )
         )
     except TemplateRenderError:
         raise

@@ -49,7 +49,6 @@ class Instance:
             loading=loaded is None,
             keep_alive=self.keep_alive,
             expires_at=self.expires_at,
-            devices=list(loaded.devices) if loaded else [],
         )
 
 
@@ -110,8 +109,7 @@ class Residency:
         return [
             i
             for i in self._instances.values()
-            if i.busy == 0 and i.loaded is not None and i.expires_at is not None
-            and i.expires_at <= now
+            if i.busy == 0 and i.loaded is not None and i.expires_at is not None and i.expires_at <= now
         ]
 
     def next_expiry(self) -> float | None:

@@ -36,7 +36,7 @@ from services.worker.chat_template import TemplateRenderError
 from services.worker.engines.base import Engine, EngineError, GenerationStats, LoadSpec
 from services.worker.residency import Instance, Residency
 
-log = logging.getLogger("herd.worker")
+log = logging.getLogger("corral.worker")
 _END = object()
 
 
@@ -46,7 +46,7 @@ def select_engine(settings: Settings) -> Engine:
         from services.worker.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine()
-    raise SystemExit(f"herd-worker: HERD_ENGINE={settings.engine} is not available in this build")
+    raise SystemExit(f"corral-worker: CORRAL_ENGINE={settings.engine} is not available in this build")
 
 
 class Worker:
@@ -78,7 +78,6 @@ class Worker:
             engine=self._engine.name,
             devices=self._engine.devices(),
             resident=[i.describe() for i in self._residency.instances()],
-            sent_at=self._clock(),
         )
 
     def _touch(self) -> None:
@@ -87,8 +86,7 @@ class Worker:
 
     async def run(self, command: RunCommand) -> CommandResult:
         request = command.request
-        num_ctx = request.options.num_ctx or self._settings.context_length
-        instance = self._residency.get(request.model.digest, num_ctx)
+        instance = self._residency.get(request.model.digest, command.num_ctx)
         if instance is None or not self._residency.acquire(instance, request.id, request.keep_alive):
             return CommandResult(ok=False, error="no free slot", state=self.state())
         self._cancels[request.id] = threading.Event()
@@ -102,7 +100,7 @@ class Worker:
         if self._residency.get(command.model.digest, command.num_ctx) is not None:
             return CommandResult(ok=True, state=self.state())
         keep_alive = self._settings.keep_alive if command.keep_alive is None else command.keep_alive
-        slots = self._settings.num_parallel
+        slots = command.slots
         instance = self._residency.begin_load(command.model, command.num_ctx, slots, keep_alive)
         self._touch()
         spec = LoadSpec(
@@ -123,8 +121,7 @@ class Worker:
             return CommandResult(ok=False, error=str(exc), state=self.state())
         self._residency.finish_load(instance, loaded)
         self._touch()
-        log_event(log, "loaded", model=command.model.name,
-                  seconds=round(time.perf_counter() - started, 3))
+        log_event(log, "loaded", model=command.model.name, seconds=round(time.perf_counter() - started, 3))
         return CommandResult(ok=True, state=self.state())
 
     async def unload(self, command: UnloadCommand) -> CommandResult:
@@ -143,17 +140,22 @@ class Worker:
         reply = request.reply_subject
         cancelled = self._cancels[request.id]
         try:
-            await self._broker.publish(Started(worker_id=self.id), reply)
+            await self._broker.publish(Started(), reply)
             if request.action == "load":
                 await self._broker.publish(Done(done_reason="load"), reply)
                 return
             assert instance.loaded is not None
             prompt = instance.loaded.prompt_for(request)
             done = await self._stream(instance, request, prompt, cancelled)
-            if done.done_reason != "cancel":
-                await self._broker.publish(done, reply)
-            log_event(log, "done", request=request.id, model=request.model.name,
-                      reason=done.done_reason, eval_count=done.eval_count)
+            await self._broker.publish(done, reply)  # also after a cancel: it says how far it got
+            log_event(
+                log,
+                "done",
+                request=request.id,
+                model=request.model.name,
+                reason=done.done_reason,
+                eval_count=done.eval_count,
+            )
         except (EngineError, TemplateRenderError) as exc:
             await self._broker.publish(Failed(error=str(exc), status=500), reply)
             log_event(log, "failed", level=logging.ERROR, request=request.id, error=exc)
@@ -186,7 +188,7 @@ class Worker:
         while (piece := await pieces.get()) is not _END:
             if seq == 0:
                 log_event(log, "first_token", request=request.id, model=request.model.name)
-            await connection.publish(request.reply_subject, Chunk(seq=seq, text=str(piece)).encode())
+            await connection.publish(request.reply_subject, Chunk(text=str(piece)).encode())
             seq += 1
         stats = await generation
         return Done(

@@ -6,28 +6,27 @@ import asyncio
 import json
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 
-from herd.nats_server import version
+from corral.nats_server import version
+from services.scheduler.stream import request_stream_config
 from tests.conftest import nats_binaries
 from tests.stack import MODEL, Stack
+from tests.watch import until
 
-LONG = {"model": MODEL, "prompt": "Write a long essay about the sea.",
-        "options": {"num_predict": 250, "temperature": 1.0}}
+# Greedy counting never samples end-of-text, so this runs exactly num_predict tokens.
+LONG = {
+    "model": MODEL,
+    "prompt": "1, 2, 3, 4, 5,",
+    "raw": True,
+    "options": {"num_predict": 300, "temperature": 0},
+}
 QUICK = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Background:
@@ -59,10 +58,10 @@ def queued(stack: Stack) -> int:
 def one_running_one_waiting(stack: Stack) -> tuple[Background, Background]:
     """Fill the single slot, then the single queue place, checking the stream at each step."""
     running = Background(stack.url, LONG)
-    wait_for(lambda: len(running.chunks) > 0, what="first chunk")
-    wait_for(lambda: queued(stack) == 0, what="running request to leave the queue")
+    until(lambda: len(running.chunks) > 0, what="first chunk")
+    until(lambda: queued(stack) == 0, what="running request to leave the queue")
     waiting = Background(stack.url, {**LONG, "options": {"num_predict": 8}})
-    wait_for(lambda: queued(stack) == 1, what="second request to wait in the queue")
+    until(lambda: queued(stack) == 1, what="second request to wait in the queue")
     return running, waiting
 
 
@@ -72,7 +71,7 @@ def small_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stac
     stack = Stack(
         tmp_path,
         request.param,
-        {"OLLAMA_MAX_QUEUE": "1", "OLLAMA_NUM_PARALLEL": "1", "HERD_QUEUE_ACK_WAIT": "2"},
+        {"OLLAMA_MAX_QUEUE": "1", "OLLAMA_NUM_PARALLEL": "1", "CORRAL_QUEUE_ACK_WAIT": "2"},
     ).start()
     yield stack
     stack.stop()
@@ -85,9 +84,7 @@ def test_full_queue_answers_503_and_loses_nothing(small_queue: Stack) -> None:
     rejected = httpx.post(f"{stack.url}/api/generate", json=QUICK, timeout=30)
 
     assert rejected.status_code == 503
-    assert rejected.json() == {
-        "error": "server busy, please try again.  maximum pending requests exceeded"
-    }
+    assert rejected.json() == {"error": "server busy, please try again.  maximum pending requests exceeded"}
     assert running.join()[-1]["done"] is True
     assert waiting.join()[-1]["done"] is True
     assert queued(stack) == 0
@@ -112,9 +109,10 @@ def test_keep_alive_expiry_unloads_the_model(stack: Stack) -> None:
     ps = httpx.get(f"{stack.url}/api/ps").json()["models"]
     assert [m["model"] for m in ps] == [MODEL]
 
-    wait_for(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], timeout=15,
-             what="keep_alive to unload the model")
-    assert "reason=keep_alive expired" in stack.log("worker")
+    until(
+        lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [],
+        what="keep_alive to unload the model",
+    )
 
 
 def test_keep_alive_zero_with_empty_prompt_unloads(stack: Stack) -> None:
@@ -123,5 +121,43 @@ def test_keep_alive_zero_with_empty_prompt_unloads(stack: Stack) -> None:
         f"{stack.url}/api/generate", json={"model": MODEL, "keep_alive": 0}, timeout=30
     ).json()
     assert response["done_reason"] == "unload" and response["response"] == ""
-    wait_for(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], timeout=15,
-             what="unload")
+    until(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], what="unload")
+
+
+def test_only_the_scheduler_creates_and_sizes_the_request_stream(tmp_path: Path, nats_binary: Path) -> None:
+    """The gateway never declares the stream: without a scheduler a request is 503 and no stream
+    exists. A stream left with another size is brought to OLLAMA_MAX_QUEUE by the scheduler."""
+    stack = Stack(tmp_path, nats_binary, {"OLLAMA_MAX_QUEUE": "3"}).start(services=("registry", "gateway"))
+    try:
+        until(lambda: gateway_answers(stack), what="the gateway to answer")
+        refused = httpx.post(f"{stack.url}/api/generate", json=QUICK, timeout=30)
+        assert refused.status_code == 503 and refused.json()["error"].startswith("queue unavailable")
+        assert asyncio.run(stack.stream_info()) is None
+
+        asyncio.run(create_stream(stack, max_msgs=7))
+        stack.start_service("scheduler")
+
+        until(lambda: stream_size(stack) == 3, what="the scheduler to resize the stream")
+    finally:
+        stack.stop()
+
+
+def gateway_answers(stack: Stack) -> bool:
+    try:
+        return httpx.get(stack.url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def stream_size(stack: Stack) -> int | None:
+    info = asyncio.run(stack.stream_info())
+    return None if info is None else info.config.max_msgs
+
+
+async def create_stream(stack: Stack, max_msgs: int) -> None:
+    """The stream as an earlier run with another OLLAMA_MAX_QUEUE left it."""
+    nc = await nats.connect(stack.nats_url)
+    try:
+        await nc.jetstream().add_stream(request_stream_config(max_msgs))
+    finally:
+        await nc.close()

@@ -1,18 +1,18 @@
-"""`herd serve` as a new user runs it, and one trace per request across the services."""
+"""`corral serve` as a new user runs it, and one trace per request across the services."""
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.otlp import OtlpReceiver, exporting_to
 from tests.stack import MODEL, Stack, free_port
+from tests.watch import until
 
 
 def descendants(pid: int) -> list[int]:
@@ -29,55 +29,76 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def test_herd_serve_starts_everything_and_stops_with_no_orphans(tmp_path: Path) -> None:
+def alive(pids: list[int]) -> list[int]:
+    """The processes among `pids` still running (zombies count as gone)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running
+
+
+def test_corral_serve_starts_everything_and_stops_with_no_orphans(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "HERD_", "NATS_"))}
-    env.update(OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=str(tmp_path / "models"),
-               HERD_DATA_DIR=str(tmp_path / "herd"))
-    herd = Path(sys.executable).with_name("herd")
-    serve = subprocess.Popen([str(herd), "serve"], env=env, stdout=subprocess.PIPE,
-                             stderr=(tmp_path / "serve.log").open("wb"), text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "CORRAL_", "NATS_"))}
+    env.update(
+        OLLAMA_HOST=f"127.0.0.1:{port}",
+        OLLAMA_MODELS=str(tmp_path / "models"),
+        CORRAL_DATA_DIR=str(tmp_path / "corral"),
+    )
+    corral = Path(sys.executable).with_name("corral")
+    serve = subprocess.Popen(
+        [str(corral), "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "serve.log").open("wb"),
+        text=True,
+    )
     try:
         banner = serve.stdout.readline()  # type: ignore[union-attr]
-        assert banner.startswith(f"herd is listening on http://127.0.0.1:{port}"), banner
+        assert banner.startswith(f"corral is listening on http://127.0.0.1:{port}"), banner
         children = descendants(serve.pid)
         assert len(children) == 5  # nats-server and the four services
-        body = {"model": MODEL, "prompt": "Why is the sky blue?", "stream": False,
-                "options": {"num_predict": 16}}
+        body = {
+            "model": MODEL,
+            "prompt": "Why is the sky blue?",
+            "stream": False,
+            "options": {"num_predict": 16},
+        }
         result = httpx.post(f"http://127.0.0.1:{port}/api/generate", json=body, timeout=60).json()
         assert result["done"] is True and result["response"].strip()
-        assert list((tmp_path / "herd" / "nats" / "jetstream").iterdir())
+        assert list((tmp_path / "corral" / "nats" / "jetstream").iterdir())
     finally:
         serve.send_signal(signal.SIGINT)
         assert serve.wait(40) == 0
-    time.sleep(0.2)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
-    assert alive == []
+    until(lambda: not alive(children), what="every child process to exit")
 
 
-def test_herd_serve_refuses_a_bad_setting(tmp_path: Path) -> None:
-    herd = Path(sys.executable).with_name("herd")
-    env = {**os.environ, "OLLAMA_MAX_QUEUE": "lots", "HERD_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([str(herd), "serve"], env=env, capture_output=True, text=True, timeout=30)
+def test_corral_serve_refuses_a_bad_setting(tmp_path: Path) -> None:
+    corral = Path(sys.executable).with_name("corral")
+    env = {**os.environ, "OLLAMA_MAX_QUEUE": "lots", "CORRAL_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([str(corral), "serve"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "OLLAMA_MAX_QUEUE" in done.stderr and "whole number" in done.stderr
 
 
 def test_one_request_is_one_trace_across_services(tmp_path: Path, nats_binary: Path) -> None:
-    stack = Stack(tmp_path, nats_binary, {"OTEL_TRACES_EXPORTER": "console"}).start()
-    try:
-        body = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}}
-        assert httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()["done"]
-    finally:
-        stack.stop()  # flushes the batched spans to each service's output
-    traces = {name: trace_ids(stack.log(name)) for name in ("gateway", "scheduler", "worker")}
-    shared = traces["gateway"] & traces["scheduler"] & traces["worker"]
-    assert shared, {name: len(ids) for name, ids in traces.items()}
+    """Spans exported over OTLP by gateway, scheduler and worker share the request's trace id."""
+    with OtlpReceiver() as receiver:
+        stack = Stack(tmp_path, nats_binary, exporting_to(receiver)).start()
+        try:
+            body = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}}
+            assert httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()["done"]
 
+            def shared() -> set[str]:
+                traces = receiver.traces_by_service()
+                services = ("corral-gateway", "corral-scheduler", "corral-worker")
+                return set.intersection(*(traces.get(name, set()) for name in services))
 
-def trace_ids(output: str) -> set[str]:
-    return set(re.findall(r'"trace_id": "(0x[0-9a-f]{32})"', output))
-
-
-
+            until(lambda: bool(shared()), what="one trace id in the spans of all three services")
+        finally:
+            stack.stop()

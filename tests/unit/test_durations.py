@@ -1,10 +1,10 @@
-"""keep_alive as a request field (api.Duration.UnmarshalJSON) and Go duration text."""
+"""keep_alive as a request field (api.Duration.UnmarshalJSON)"""
 
 from __future__ import annotations
 
 import pytest
 
-from services.protocol.durations import format_go_duration, parse_keep_alive
+from services.protocol.durations import parse_keep_alive
 
 CASES = [
     (None, None),
@@ -45,10 +45,3 @@ def test_invalid_keep_alive_has_gos_message(value: object, error: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_keep_alive(value)
     assert str(info.value) == error
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"), [(300, "5m0s"), (3723, "1h2m3s"), (1.5, "1.5s"), (0, "0s"), (-1, "-1")]
-)
-def test_format_like_go(seconds: float, text: str) -> None:
-    assert format_go_duration(seconds) == text

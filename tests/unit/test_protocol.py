@@ -26,7 +26,6 @@ def request() -> GenerationRequest:
         options={"num_predict": 5, "stop": ["\n"]},
         keep_alive=-1,
         reply_subject=subjects.reply_subject("r1"),
-        created_at=1.0,
     )
 
 
@@ -39,8 +38,12 @@ def test_request_round_trips() -> None:
 
 @pytest.mark.parametrize(
     "event",
-    [Started(worker_id="w"), Chunk(seq=0, text="hi"), Done(done_reason="stop", eval_count=3),
-     Failed(error="boom", status=500)],
+    [
+        Started(),
+        Chunk(text="hi"),
+        Done(done_reason="stop", eval_count=3),
+        Failed(error="boom", status=500),
+    ],
     ids=["started", "chunk", "done", "failed"],
 )
 def test_reply_kinds_are_discriminated(event: object) -> None:
@@ -49,7 +52,7 @@ def test_reply_kinds_are_discriminated(event: object) -> None:
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     state = WorkerState.model_validate_json(
-        b'{"worker_id":"w","seq":1,"engine":"x","devices":[],"sent_at":0,"new_field":1}'
+        b'{"worker_id":"w","seq":1,"engine":"x","devices":[],"new_field":1}'
     )
     assert state.worker_id == "w"
 

@@ -16,21 +16,18 @@ NAMES = [
     ("llama3", "registry.ollama.ai", "library", "llama3", "latest", "llama3:latest"),
     ("smollm2:135m", "registry.ollama.ai", "library", "smollm2", "135m", "smollm2:135m"),
     ("ns/model:tag", "registry.ollama.ai", "ns", "model", "tag", "ns/model:tag"),
-    ("example.com:5000/ns/m:1.0", "example.com:5000", "ns", "m", "1.0",
-     "example.com:5000/ns/m:1.0"),
+    ("example.com:5000/ns/m:1.0", "example.com:5000", "ns", "m", "1.0", "example.com:5000/ns/m:1.0"),
 ]
 
 
-@pytest.mark.parametrize(("text", "host", "ns", "model", "tag", "short"), NAMES,
-                         ids=[n[0] for n in NAMES])
+@pytest.mark.parametrize(("text", "host", "ns", "model", "tag", "short"), NAMES, ids=[n[0] for n in NAMES])
 def test_parse_name(text: str, host: str, ns: str, model: str, tag: str, short: str) -> None:
     name = parse_name(text)
     assert name.parts == (host, ns, model, tag)
     assert name.display_shortest == short
 
 
-@pytest.mark.parametrize("text", ["", "model:", "ns/", "a/b/c/d", "bad name", "-x", "n.s/m",
-                                  "m:" + "t" * 81])
+@pytest.mark.parametrize("text", ["", "model:", "ns/", "a/b/c/d", "bad name", "-x", "n.s/m", "m:" + "t" * 81])
 def test_invalid_names(text: str) -> None:
     with pytest.raises(InvalidName, match="invalid model name"):
         parse_name(text)

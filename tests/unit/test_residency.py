@@ -15,7 +15,7 @@ class Clock:
 
 
 class Model:
-    size, size_vram, devices = 10, 0, ["cpu"]
+    size, size_vram = 10, 0
 
     def close(self) -> None:
         pass

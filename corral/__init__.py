@@ -1,0 +1,1 @@
+"""corral's user side: the `corral` CLI and the embedded launcher behind `corral serve`."""

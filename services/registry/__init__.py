@@ -1,0 +1,1 @@
+"""The registry: owns the model store under OLLAMA_MODELS."""

@@ -1,0 +1,1 @@
+"""The scheduler: the one place that decides where a request runs."""

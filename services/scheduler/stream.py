@@ -1,0 +1,54 @@
+"""The request stream CORRAL_REQ, owned by the scheduler: the one process that creates and sizes it.
+
+Its size is OLLAMA_MAX_QUEUE: a full stream refuses the gateway's publish, which
+becomes HTTP 503. A stream that already exists with another size (the setting
+changed between runs, or another scheduler disagrees) is resized to this
+scheduler's setting, and the change is logged with both sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from services.protocol import subjects
+from services.telemetry import log_event
+
+log = logging.getLogger("corral.scheduler")
+
+
+def request_stream_config(max_queue: int) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.REQUEST_STREAM,
+        subjects=[subjects.REQUEST_SUBJECTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_msgs=max_queue,
+        discard=DiscardPolicy.NEW,
+        storage=StorageType.FILE,
+    )
+
+
+async def ensure_request_stream(js: JetStreamContext, max_queue: int) -> None:
+    """Create the stream, or bring an existing one to `max_queue` places (logged)."""
+    try:
+        info = await js.stream_info(subjects.REQUEST_STREAM)
+    except NotFoundError:
+        try:
+            await js.add_stream(request_stream_config(max_queue))
+            log_event(log, "request_stream_created", max_msgs=max_queue)
+            return
+        except BadRequestError:  # another scheduler created it a moment ago
+            info = await js.stream_info(subjects.REQUEST_STREAM)
+    if info.config.max_msgs != max_queue:
+        log_event(
+            log,
+            "request_stream_resized",
+            level=logging.WARNING,
+            from_max_msgs=info.config.max_msgs,
+            to_max_msgs=max_queue,
+        )
+        info.config.max_msgs = max_queue
+        await js.update_stream(info.config)

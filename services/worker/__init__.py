@@ -1,0 +1,1 @@
+"""The worker: holds models on its devices and runs generations."""
