@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.generation
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -226,6 +226,7 @@ class Settings:
     data_dir: Path = _env("CORRAL_DATA_DIR", _path, factory=lambda: Path.home() / ".corral")
     worker_id: str = _env("CORRAL_WORKER_ID", _worker_id, factory=_default_worker_id)
     engine: str = _env("CORRAL_ENGINE", _choice(ENGINES), "auto")
+    engine_threads: int = _env("CORRAL_ENGINE_THREADS", _uint(), 0)  # 0: every core, one fewer under load
     heartbeat_interval: float = _env("CORRAL_HEARTBEAT_INTERVAL", _seconds, 2.0)
     queue_ack_wait: float = _env("CORRAL_QUEUE_ACK_WAIT", _seconds, 30.0)
     idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)

@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from services import telemetry
 from services.config import ConfigError, Settings, load_settings, log_settings
+from services.protocol.messages import Message
 
 
 def new_broker(url: str, name: str) -> NatsBroker:
@@ -75,3 +76,15 @@ def run_service(
         asyncio.run(app.run())
     finally:
         telemetry.shutdown()
+
+
+async def request(broker: NatsBroker, subject: str, message: Message, timeout: float) -> bytes:
+    """Request/reply on the raw connection, the trace context in its headers.
+
+    faststream's own `request` costs about 3 ms more a call (measured: 4-5 ms against 1 ms
+    for a registry resolve), and these calls sit on every request's way to its first token.
+    Raises nats.errors.NoRespondersError or nats.errors.TimeoutError."""
+    reply = await broker.connection.request(
+        subject, message.encode(), timeout=timeout, headers=telemetry.inject()
+    )
+    return reply.data

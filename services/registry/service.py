@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from faststream.nats import NatsBroker
 
@@ -11,13 +14,23 @@ from services.protocol import (
     CatalogEntry,
     CatalogList,
     ModelRef,
+    Options,
     ResolveRequest,
     ResolveResult,
     subjects,
 )
 from services.registry.bundled import install_bundled
+from services.registry.capabilities import capabilities
+from services.registry.gguf_metadata import NotGguf, read_metadata
 from services.registry.names import InvalidName, parse_name
-from services.registry.store import ModelStore, StoredModel
+from services.registry.store import (
+    PARAMS_MEDIA_TYPE,
+    PROJECTOR_MEDIA_TYPE,
+    SYSTEM_MEDIA_TYPE,
+    TEMPLATE_MEDIA_TYPE,
+    ModelStore,
+    StoredModel,
+)
 
 log = logging.getLogger("corral.registry")
 
@@ -31,13 +44,36 @@ def resolve(store: ModelStore, name: str) -> ResolveResult:
     found = store.find(parsed)
     if found is None:
         return ResolveResult(error=f"model '{name}' not found", status=404)
-    return ResolveResult(
-        model=ModelRef(
-            name=found.name.display_shortest,
-            digest=found.weights_digest,
-            size=found.weights_size,
-        )
+    return ResolveResult(model=model_ref(store, found))
+
+
+def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
+    """Everything a worker and the gateway need to know of a stored model."""
+    template = found.text_layer(store, TEMPLATE_MEDIA_TYPE)
+    params = found.text_layer(store, PARAMS_MEDIA_TYPE)
+    return ModelRef(
+        name=found.name.display_shortest,
+        full_name=found.name.full,
+        digest=found.weights_digest,
+        size=found.weights_size,
+        template=template,
+        system=found.text_layer(store, SYSTEM_MEDIA_TYPE),
+        parameters=Options.model_validate_json(params) if params else None,
+        capabilities=capabilities(
+            gguf_metadata(store.blob(found.weights_digest)),
+            template,
+            PROJECTOR_MEDIA_TYPE in found.layers,
+        ),
     )
+
+
+@lru_cache(maxsize=64)
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    """A weights file's metadata; blobs are content-addressed, so the path names one content."""
+    try:
+        return read_metadata(path)
+    except (OSError, NotGguf):
+        return {}
 
 
 def catalog_entry(model: StoredModel) -> CatalogEntry:

@@ -25,6 +25,10 @@ from services.registry.names import ModelName
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
+TEMPLATE_MEDIA_TYPE = "application/vnd.ollama.image.template"
+SYSTEM_MEDIA_TYPE = "application/vnd.ollama.image.system"
+PARAMS_MEDIA_TYPE = "application/vnd.ollama.image.params"
+PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 
 
@@ -45,6 +49,12 @@ class StoredModel:
     total_size: int  # layers and config, as Ollama's Manifest.Size()
     modified_at: float
     config: dict[str, object]
+    layers: dict[str, str]  # media type -> digest of its (first) layer
+
+    def text_layer(self, store: ModelStore, media_type: str) -> str | None:
+        """A small layer's text (template, system), or None when the manifest has none."""
+        digest = self.layers.get(media_type)
+        return store.blob(digest).read_text(encoding="utf-8") if digest else None
 
 
 def blob_path(root: Path, digest: str) -> Path:
@@ -146,6 +156,7 @@ class ModelStore:
             + int(manifest.get("config", {}).get("size", 0)),
             modified_at=path.stat().st_mtime,
             config=config,
+            layers={layer["mediaType"]: layer["digest"] for layer in reversed(layers)},
         )
 
 

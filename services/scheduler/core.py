@@ -177,10 +177,14 @@ class Scheduler:
         log_event(log, "queued", request=request.id, model=request.model.name, waiting=self.waiting)
 
     def want(self, request: GenerationRequest) -> Want:
-        """The instance a request needs. The one place the default num_ctx
-        (OLLAMA_CONTEXT_LENGTH) and the slots per instance (OLLAMA_NUM_PARALLEL) are applied."""
+        """The instance a request needs. The one place num_ctx is decided (the request's, else
+        the model's parameter, else OLLAMA_CONTEXT_LENGTH) and OLLAMA_NUM_PARALLEL applied."""
         model = request.model
-        num_ctx = request.options.num_ctx or self._context_length
+        num_ctx = (
+            request.options.num_ctx
+            or (model.parameters.num_ctx if model.parameters else None)
+            or self._context_length
+        )
         return Want(model.digest, num_ctx, model.size, self._num_parallel)
 
     def _cancelled(self, request_id: str) -> None:

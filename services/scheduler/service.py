@@ -26,6 +26,8 @@ from services.protocol import (
     WorkerState,
     subjects,
 )
+from services.protocol.messages import Message
+from services.runtime import request
 from services.scheduler.core import Arrived, Cancelled, Heartbeat, Scheduler, Tick
 from services.scheduler.stream import ensure_request_stream
 from services.telemetry import log_event
@@ -73,9 +75,8 @@ class NatsTransport:
     async def reply(self, subject: str, event: Done | Failed) -> None:
         await self._broker.publish(event, subject)
 
-    async def _call(self, subject: str, command: object, timeout: float) -> CommandResult:
-        response = await self._broker.request(command, subject, timeout=timeout)
-        return CommandResult.model_validate(await response.decode())
+    async def _call(self, subject: str, command: Message, timeout: float) -> CommandResult:
+        return CommandResult.model_validate_json(await request(self._broker, subject, command, timeout))
 
 
 def register(broker: NatsBroker, settings: Settings) -> Scheduler:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 from jinja2 import TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -37,17 +38,23 @@ def render_chat(
     template: str,
     messages: list[ChatMessage],
     *,
+    tools: list[dict[str, Any]] | None = None,
+    think: bool | None = None,
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
 ) -> str:
+    """Render as Hugging Face's apply_chat_template does (`enable_thinking` carries `think`)."""
+    extra: dict[str, Any] = {} if think is None else {"enable_thinking": think}
     try:
         return str(
             _compile(template).render(
-                messages=[m.model_dump() for m in messages],
+                messages=[m.model_dump(exclude_none=True) for m in messages],
+                tools=tools or None,
                 bos_token=bos_token,
                 eos_token=eos_token,
                 add_generation_prompt=add_generation_prompt,
+                **extra,
             )
         )
     except TemplateRenderError:
@@ -56,10 +63,4 @@ def render_chat(
         raise TemplateRenderError(f"chat template failed: {exc}") from exc
 
 
-def generate_messages(prompt: str, system: str | None) -> list[ChatMessage]:
-    """/api/generate's prompt as the conversation the template expects (Ollama's non-raw mode)."""
-    messages = [ChatMessage(role="system", content=system)] if system else []
-    return [*messages, ChatMessage(role="user", content=prompt)]
-
-
-__all__ = ["TemplateRenderError", "generate_messages", "render_chat"]
+__all__ = ["TemplateRenderError", "render_chat"]

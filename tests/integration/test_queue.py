@@ -129,7 +129,7 @@ def test_only_the_scheduler_creates_and_sizes_the_request_stream(tmp_path: Path,
     exists. A stream left with another size is brought to OLLAMA_MAX_QUEUE by the scheduler."""
     stack = Stack(tmp_path, nats_binary, {"OLLAMA_MAX_QUEUE": "3"}).start(services=("registry", "gateway"))
     try:
-        until(lambda: gateway_answers(stack), what="the gateway to answer")
+        until(lambda: registry_answers(stack), what="the gateway and the registry to answer")
         refused = httpx.post(f"{stack.url}/api/generate", json=QUICK, timeout=30)
         assert refused.status_code == 503 and refused.json()["error"].startswith("queue unavailable")
         assert asyncio.run(stack.stream_info()) is None
@@ -142,11 +142,13 @@ def test_only_the_scheduler_creates_and_sizes_the_request_stream(tmp_path: Path,
         stack.stop()
 
 
-def gateway_answers(stack: Stack) -> bool:
+def registry_answers(stack: Stack) -> bool:
+    """The gateway is up and resolves names (the registry answers)."""
     try:
-        return httpx.get(stack.url, timeout=5).status_code == 200
+        response = httpx.get(f"{stack.url}/api/tags", timeout=5)
     except httpx.TransportError:
         return False
+    return response.status_code == 200
 
 
 def stream_size(stack: Stack) -> int | None:

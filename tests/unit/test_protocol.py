@@ -21,7 +21,12 @@ from services.protocol import (
 def request() -> GenerationRequest:
     return GenerationRequest(
         kind="chat",
-        model=ModelRef(name="smollm2:135m", digest="sha256:" + "a" * 64, size=10),
+        model=ModelRef(
+            name="smollm2:135m",
+            full_name="registry.ollama.ai/library/smollm2:135m",
+            digest="sha256:" + "a" * 64,
+            size=10,
+        ),
         messages=[{"role": "user", "content": "Hi"}],
         options={"num_predict": 5, "stop": ["\n"]},
         keep_alive=-1,
@@ -33,7 +38,8 @@ def test_request_round_trips() -> None:
     original = request()
     decoded = GenerationRequest.model_validate_json(original.encode())
     assert decoded == original
-    assert decoded.options.temperature == 0.8  # Ollama's default fills what was not sent
+    assert decoded.options.temperature is None  # only what the client set travels
+    assert decoded.options_for(None).temperature == 0.8  # Ollama's default fills the rest
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ class Model:
         pass
 
 
-MODEL = ModelRef(name="m:1", digest="sha256:" + "a" * 64, size=10)
+MODEL = ModelRef(name="m:1", full_name="registry.ollama.ai/library/m:1", digest="sha256:" + "a" * 64, size=10)
 
 
 def loaded(clock: Clock, keep_alive: float, slots: int = 1):  # type: ignore[no-untyped-def]

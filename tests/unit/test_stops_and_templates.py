@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.protocol import ChatMessage
-from services.worker.chat_template import TemplateRenderError, generate_messages, render_chat
+from services.worker.chat_template import TemplateRenderError, render_chat
 from services.worker.stops import StopMatcher
 
 
@@ -44,11 +44,6 @@ CHATML = (
 def test_render_chat_with_generation_prompt() -> None:
     text = render_chat(CHATML, [ChatMessage(role="user", content="Hi")])
     assert text == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-
-
-def test_generate_prompt_becomes_system_and_user() -> None:
-    messages = generate_messages("Why?", "Be brief.")
-    assert [(m.role, m.content) for m in messages] == [("system", "Be brief."), ("user", "Why?")]
 
 
 def test_template_errors_are_reported() -> None:

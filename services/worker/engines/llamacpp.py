@@ -1,183 +1,145 @@
-"""llama.cpp on CPU (llama-cpp-python) for GGUF models.
+"""llama.cpp on CPU (llama-cpp-python's low-level API) for GGUF models, with continuous batching.
 
-Parallel slots are separate llama contexts over one memory-mapped file: the
-weights are shared through the page cache, so each extra slot costs only its
-KV cache. The module is imported only when the worker uses this engine.
+One thread decodes for every model this process holds. The ggml CPU backend keeps
+an OpenMP thread team per thread that calls llama_decode, and two such threads on
+the same cores slowed the engine from about 125 to 60-95 tok/s (measured on 2
+cores), so models share one loop rather than owning one each. The module is
+imported only when the worker uses this engine.
 """
 
 from __future__ import annotations
 
-import codecs
+import logging
 import os
-import queue
-import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
-import llama_cpp
+import llama_cpp as L
 
-from services.protocol import Device, GenerationRequest, Options
-from services.worker.chat_template import generate_messages, render_chat
+from services.protocol import Device
 from services.worker.devices import cpu_device
-from services.worker.engines.base import DoneReason, EngineError, GenerationStats, LoadSpec
-from services.worker.stops import StopMatcher
+from services.worker.engines.base import EngineError, LoadSpec, OnSteps
+from services.worker.engines.llamacpp_model import LlamaCppModel
+from services.worker.engines.threads import ThreadGovernor
 
-_KV_TYPES = {"f16": None, "": None, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+T = TypeVar("T")
+_KV_TYPES = {"": None, "f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0, "q4_0": L.GGML_TYPE_Q4_0}
+_FLASH = {
+    None: L.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    True: L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    False: L.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+N_BATCH = 512  # tokens per decode: prompt chunks plus one token per generating sequence
+
+logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own load chatter
 
 
-def engine_threads(cores: int | None = None) -> int:
-    """Threads for llama.cpp: every core but one, which stays with the services and NATS.
+class EngineLoop:
+    """The one thread that steps every model and runs their other llama.cpp work (embeddings)."""
 
-    llama.cpp's threads meet at a barrier after every layer, so one thread that
-    shares its core with a busy process stalls them all: on 2 cores with the
-    other one busy, 2 threads ran at a tenth of the speed of 1 (5.8 vs 75 tok/s).
-    """
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores - 1)
+    def __init__(self, governor: ThreadGovernor) -> None:
+        self.lock = threading.Condition()  # guards every model's inbox, and the lists below
+        self._governor = governor
+        self._models: list[LlamaCppModel] = []
+        self._tasks: list[Callable[[], None]] = []
+        self._thread: threading.Thread | None = None
+
+    def add(self, model: LlamaCppModel) -> None:
+        with self.lock:
+            self._models.append(model)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="llamacpp-loop", daemon=True)
+                self._thread.start()
+
+    def call(self, work: Callable[[], T]) -> T:
+        """Run `work` on the loop thread between steps and return its result (blocking)."""
+        if threading.current_thread() is self._thread:
+            return work()
+        future: Future[T] = Future()
+
+        def task() -> None:
+            try:
+                future.set_result(work())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        with self.lock:
+            self._tasks.append(task)
+            self.lock.notify()
+        return future.result()
+
+    def remove(self, model: LlamaCppModel) -> None:
+        """Stop stepping `model`: it reports its jobs cancelled and is no longer touched."""
+
+        def drop() -> None:
+            model.shut_down()
+            with self.lock:
+                self._models.remove(model)
+
+        self.call(drop)
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                while not (self._tasks or any(m.has_work() for m in self._models)):
+                    self.lock.wait()
+                tasks, self._tasks = self._tasks, []
+                models = [m for m in self._models if m.has_work()]
+            for task in tasks:
+                task()
+            threads = self._governor.update(time.monotonic())
+            for model in models:
+                model.step(threads)
 
 
 class LlamaCppEngine:
     name = "llamacpp"
 
+    def __init__(self, governor: ThreadGovernor | None = None) -> None:
+        governor = governor or ThreadGovernor()
+        self._loop = EngineLoop(governor)
+        self._threads = governor.cores
+
     def devices(self) -> list[Device]:
         return [cpu_device()]
 
-    def load(self, spec: LoadSpec) -> LlamaCppModel:
+    def load(self, spec: LoadSpec, on_steps: OnSteps) -> LlamaCppModel:
         if not spec.path.is_file():
             raise EngineError(f"model file {spec.path.name} is missing from the store")
-        kv_type = _KV_TYPES[spec.kv_cache_type] if spec.flash_attention else None
-        try:
-            contexts = [
-                llama_cpp.Llama(
-                    model_path=str(spec.path),
-                    n_ctx=spec.num_ctx,
-                    n_threads=engine_threads(),
-                    use_mmap=True,
-                    flash_attn=bool(spec.flash_attention),
-                    type_k=kv_type,
-                    type_v=kv_type,
-                    verbose=False,
-                )
-                for _ in range(spec.slots)
-            ]
-        except (ValueError, RuntimeError) as exc:
-            raise EngineError(f"llama.cpp failed to load model: {exc}") from exc
-        return LlamaCppModel(contexts, size=spec.path.stat().st_size)
+        L.llama_backend_init()
+        model = L.llama_model_load_from_file(str(spec.path).encode(), L.llama_model_default_params())
+        if not model:
+            raise EngineError(f"llama.cpp failed to load model {spec.path.name}")
+        context = L.llama_init_from_model(model, self._context_params(spec))
+        if not context:
+            L.llama_model_free(model)
+            raise EngineError("llama.cpp could not create a context for the model")
+        if L.llama_n_ctx_seq(context) < spec.num_ctx:
+            L.llama_free(context)
+            L.llama_model_free(model)
+            raise EngineError(f"llama.cpp gave each sequence fewer than {spec.num_ctx} tokens")
+        loaded = LlamaCppModel(
+            model, context, self._loop, on_steps, num_ctx=spec.num_ctx, size=os.path.getsize(spec.path)
+        )
+        self._loop.add(loaded)
+        return loaded
 
-
-class LlamaCppModel:
-    size_vram = 0
-
-    def __init__(self, contexts: list[llama_cpp.Llama], size: int) -> None:
-        self.size = size
-        self._free: queue.SimpleQueue[llama_cpp.Llama] = queue.SimpleQueue()
-        for context in contexts:
-            self._free.put(context)
-        first = contexts[0]
-        self._template = first.metadata.get("tokenizer.chat_template")
-        self._bos = _token_text(first, first.token_bos())
-        self._eos = _token_text(first, first.token_eos())
-        self._contexts = contexts
-
-    def prompt_for(self, request: GenerationRequest) -> str:
-        if request.kind == "generate" and (request.raw or not self._template):
-            return request.prompt
-        if request.kind == "chat":
-            messages = request.messages
-        else:
-            messages = generate_messages(request.prompt, request.system)
-        if not self._template:
-            return "\n".join(m.content for m in messages)
-        return render_chat(self._template, messages, bos_token=self._bos, eos_token=self._eos)
-
-    def generate(
-        self,
-        prompt: str,
-        options: Options,
-        emit: Callable[[str], None],
-        cancelled: Callable[[], bool],
-    ) -> GenerationStats:
-        llm = self._free.get()
-        try:
-            return _generate(llm, prompt, options, emit, cancelled)
-        finally:
-            self._free.put(llm)
-
-    def close(self) -> None:
-        for context in self._contexts:
-            context.close()
-        self._contexts.clear()
-
-
-def _generate(
-    llm: llama_cpp.Llama,
-    prompt: str,
-    options: Options,
-    emit: Callable[[str], None],
-    cancelled: Callable[[], bool],
-) -> GenerationStats:
-    n_ctx = llm.n_ctx()
-    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
-    if len(tokens) >= n_ctx:  # keep the start token and the most recent half of the window
-        tokens = tokens[:1] + tokens[-(n_ctx // 2) :]
-    limit = options.num_predict if options.num_predict > 0 else n_ctx
-    if options.seed >= 0:
-        # A seeded request must repeat exactly: evaluate the whole prompt afresh rather than
-        # reuse a cached prefix, whose logits can differ in the last bits.
-        llm.reset()  # type: ignore[no-untyped-call]
-        llm.set_seed(options.seed)
-    else:
-        llm.set_seed(random.randrange(2**31))
-    stops = StopMatcher(options.stop)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    started = time.perf_counter_ns()
-    first_token_at = 0
-    count = 0
-    reason: DoneReason = "length"
-    for token in llm.generate(
-        tokens,
-        top_k=options.top_k,
-        top_p=options.top_p,
-        min_p=options.min_p,
-        typical_p=options.typical_p,
-        temp=options.temperature,
-        repeat_penalty=options.repeat_penalty,
-        frequency_penalty=options.frequency_penalty,
-        presence_penalty=options.presence_penalty,
-    ):
-        if not first_token_at:
-            first_token_at = time.perf_counter_ns()
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
-            reason = "stop"
-            break
-        count += 1
-        text, hit_stop = stops.feed(decoder.decode(llm.detokenize([token], special=False)))
-        if text:
-            emit(text)
-        if hit_stop:
-            reason = "stop"
-            break
-        if cancelled():
-            reason = "cancel"
-            break
-        if count >= limit or len(tokens) + count >= n_ctx:
-            break
-    if reason != "stop":
-        tail = stops.flush() + decoder.decode(b"", final=True)
-        if tail:
-            emit(tail)
-    finished = time.perf_counter_ns()
-    first_token_at = first_token_at or finished
-    return GenerationStats(
-        done_reason=reason,
-        prompt_eval_count=len(tokens),
-        prompt_eval_duration=first_token_at - started,
-        eval_count=count,
-        eval_duration=finished - first_token_at,
-    )
-
-
-def _token_text(llm: llama_cpp.Llama, token: int) -> str:
-    if token < 0:
-        return ""
-    return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+    def _context_params(self, spec: LoadSpec) -> Any:
+        params = L.llama_context_default_params()
+        # Without a unified cache each sequence owns n_ctx / n_seq_max cells, as each of
+        # Ollama's parallel slots owns num_ctx tokens; llama.cpp pads them to 256.
+        params.n_ctx = spec.num_ctx * spec.slots
+        params.n_seq_max = spec.slots
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = max(N_BATCH, spec.slots + 2)
+        # A step with several sequences is a multi-token batch, run with n_threads_batch.
+        params.n_threads = params.n_threads_batch = self._threads
+        params.flash_attn_type = _FLASH[spec.flash_attention]
+        kv_type = _KV_TYPES[spec.kv_cache_type]
+        if kv_type is not None:  # a quantized cache needs flash attention (settings check it)
+            params.type_k = params.type_v = kv_type
+        params.no_perf = True
+        return params

@@ -1,0 +1,64 @@
+"""Models for tests, made the way Ollama makes them: the bundled weights under a manifest of
+their own, with the template (and system prompt) the test needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.registry.bundled import BUNDLED_NAME, install_bundled
+from services.registry.names import parse_name
+from services.registry.store import MANIFEST_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, ModelStore
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+# A ChatML template whose model calls tools with bare JSON (Ollama's tag "{") and thinks
+# between <think> tags; the prompt opens the thinking when the request thinks.
+THINKING_TOOLS_TEMPLATE = """\
+{{- if .System }}<|im_start|>system
+{{ .System }}<|im_end|>
+{{ end }}
+{{- if .Tools }}<|im_start|>system
+Tools: {{ .Tools }}
+To call one, answer only with JSON: {"name": <name>, "arguments": <object>}<|im_end|>
+{{ end }}
+{{- range $i, $m := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if eq .Role "assistant" }}<|im_start|>assistant
+{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}
+{{- if .ToolCalls }}{{ range .ToolCalls }}{"name": "{{ .Function.Name }}", \
+"arguments": {{ .Function.Arguments }}}{{ end }}
+{{- else }}{{ .Content }}{{ end }}<|im_end|>
+{{ else }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}
+{{- if and $last (ne .Role "assistant") }}<|im_start|>assistant
+{{ if $.Think }}<think>{{ end }}
+{{- end }}
+{{- end }}"""
+
+
+def add_model(models: Path, name: str, template: str, system: str | None = None) -> None:
+    """`name`: the bundled weights with `template` (and `system`) as its Ollama layers."""
+    store = ModelStore(models)
+    bundled = install_bundled(store)
+    assert bundled is not None, "the bundled model is not installed"
+    source = store.find(parse_name(BUNDLED_NAME))
+    assert source is not None
+    layers: list[dict[str, object]] = [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": source.weights_digest,
+         "size": source.weights_size},
+    ]  # fmt: skip
+    for media_type, text in ((TEMPLATE_MEDIA_TYPE, template), (SYSTEM_MEDIA_TYPE, system)):
+        if text is not None:
+            data = text.encode()
+            layers.append({"mediaType": media_type, "digest": store.put_blob_bytes(data), "size": len(data)})
+    store.write_manifest(
+        parse_name(name), {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "layers": layers}
+    )
