@@ -24,6 +24,11 @@ class NatsServerError(RuntimeError):
     pass
 
 
+def config_file() -> Path:
+    """deploy/nats.conf, shipped in the package as corral/nats.conf: the settings corral relies on."""
+    return Path(str(resources.files("corral").joinpath("nats.conf")))
+
+
 def find_binary(configured: str | None = None) -> Path:
     if configured:
         path = Path(configured)
@@ -74,6 +79,8 @@ class NatsServer:
         self.process = spawn(
             [
                 str(self.binary),
+                "-c",
+                str(config_file()),
                 "-js",
                 "-sd",
                 str(self.data_dir / "jetstream"),

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
+# The Ollama release whose API corral implements: what /api/version reports, since clients gate
+# features (thinking, tools, logprobs) on it.
+OLLAMA_API_VERSION = "0.13.0"
+
 
 def corral_version() -> str:
     try:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
@@ -36,7 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
             await broker.stop()
             telemetry.shutdown()
 
-    app = FastAPI(title="corral", version=corral_version(), lifespan=lifespan)
+    own_version = corral_version()
+    app = FastAPI(title="corral", version=own_version, lifespan=lifespan)
     app.state.corral = state
     app.add_middleware(
         CORSMiddleware,
@@ -45,6 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
         allow_headers=["*"],
     )
     errors.install(app)
+    app.add_middleware(VersionHeader, version=own_version)
+
     app.include_router(info.router)
     app.include_router(native.router)
     return app
@@ -53,3 +57,24 @@ def create_app(settings: Settings) -> FastAPI:
 def _origins_regex(origins: tuple[str, ...]) -> str:
     """OLLAMA_ORIGINS patterns (with `*` wildcards) as one anchored regex."""
     return "|".join("^" + re.escape(o).replace(r"\*", ".*") + "$" for o in origins)
+
+
+class VersionHeader:
+    """corral's own version on every response (X-Corral-Version). Plain ASGI rather than
+    BaseHTTPMiddleware, which would pass every streamed chunk through another queue."""
+
+    def __init__(self, app: ASGIApp, version: str) -> None:
+        self.app = app
+        self.header = (b"x-corral-version", version.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.gateway import jsonbody
 from services.gateway.errors import BadRequest
 from services.protocol import ChatMessage, Options, parse_keep_alive
 from services.protocol.messages import Think
@@ -21,6 +23,7 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.gateway")
 
 THINK_LEVELS = ("high", "medium", "low", "max")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # Ollama's load-time runner options that decide placement and threads; corral's scheduler and
 # worker decide those themselves (OLLAMA_* settings, CORRAL_ENGINE_THREADS).
 RUNNER_HINTS: dict[str, Any] = {
@@ -113,16 +116,25 @@ class EmbeddingsBody(_Body):
     prompt: str = ""
 
 
-BodyT = TypeVar("BodyT", bound=_Body)
+class ShowBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = ""
+    name: str = ""  # Ollama's deprecated alias of `model`
+    system: str = ""
+    verbose: bool = False
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:
     if not raw.strip():
         raise BadRequest("missing request body")
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"invalid JSON: {exc.msg} at offset {exc.pos}") from exc
+        data = jsonbody.decode(raw)
+    except jsonbody.InvalidJson as exc:
+        raise BadRequest(str(exc)) from exc
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {_go_type(data)} into Go value of type api.{go_name}")
     try:
@@ -236,10 +248,17 @@ def _check_option(key: str, value: Any, annotation: Any) -> Any:
             raise BadRequest(f'option "{key}" must be of an array of strings')
         return value
     if "int" in text:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value != int(value)
+        ):
             raise BadRequest(f'option "{key}" must be of type integer')
+        if not INT32_MIN <= value <= INT32_MAX:  # the engines take C ints
+            raise BadRequest(f'option "{key}" is out of range')
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRequest(f'option "{key}" must be of type float32')
     return float(value)
 

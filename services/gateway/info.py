@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
+from services.gateway.bodies import ShowBody, parse_body
+from services.gateway.errors import BadRequest
 from services.protocol import ResidentModel
-from services.version import corral_version
+from services.version import OLLAMA_API_VERSION
 
 router = APIRouter()
 FOREVER_SECONDS = 9_223_372_036  # Go's math.MaxInt64 nanoseconds
@@ -23,7 +25,31 @@ async def root() -> PlainTextResponse:
 
 @router.api_route("/api/version", methods=["GET", "HEAD"])
 async def api_version() -> dict[str, str]:
-    return {"version": corral_version()}
+    """The Ollama API version corral implements (clients gate features on it); corral's own
+    version is in every response's X-Corral-Version header."""
+    return {"version": OLLAMA_API_VERSION}
+
+
+@router.post("/api/show")
+async def show(request: Request) -> dict[str, Any]:
+    body = parse_body(await request.body(), ShowBody, "ShowRequest")
+    name = body.model or body.name
+    if not name.strip():
+        raise BadRequest("model is required")
+    shown = await request.app.state.corral.show(name, body.verbose)
+    model = shown.model
+    answer: dict[str, Any] = {
+        "license": shown.license,
+        "modelfile": shown.modelfile,
+        "parameters": shown.parameters,
+        "template": model.template or "",
+        "system": body.system or model.system or "",
+        "details": shown.details.model_dump(),
+        "model_info": shown.model_info,
+        "capabilities": model.capabilities,
+        "modified_at": _rfc3339(shown.modified_at),
+    }
+    return {k: v for k, v in answer.items() if v or k == "model_info"}  # Go's omitempty
 
 
 @router.get("/api/ps")
@@ -50,7 +76,7 @@ async def tags(request: Request) -> dict[str, Any]:
                 "modified_at": _rfc3339(m.modified_at),
                 "size": m.size,
                 "digest": m.digest,
-                "details": _details(m.format, m.family, m.parameter_size, m.quantization_level),
+                "details": m.details.model_dump(),
             }
             for m in catalog.models
         ]
@@ -68,22 +94,11 @@ def _running(model: ResidentModel, now: float) -> dict[str, Any]:
         "name": model.name,
         "model": model.name,
         "size": model.size,
-        "digest": model.digest.removeprefix("sha256:"),
-        "details": _details("gguf", "", "", ""),
+        "digest": model.model_digest or model.digest.removeprefix("sha256:"),
+        "details": model.details.model_dump(),
         "expires_at": _rfc3339(expires),
         "size_vram": model.size_vram,
         "context_length": model.num_ctx,
-    }
-
-
-def _details(fmt: str, family: str, parameter_size: str, quantization: str) -> dict[str, Any]:
-    return {
-        "parent_model": "",
-        "format": fmt,
-        "family": family,
-        "families": [family] if family else None,
-        "parameter_size": parameter_size,
-        "quantization_level": quantization,
     }
 
 

@@ -17,6 +17,8 @@ from services.protocol import (
     ModelRef,
     ResolveRequest,
     ResolveResult,
+    ShowRequest,
+    ShowResult,
     WorkerState,
     subjects,
 )
@@ -49,6 +51,14 @@ class GatewayState:
         if result.model is None:
             raise ApiError(result.error or f"model '{name}' not found", result.status)
         return result.model
+
+    async def show(self, name: str, verbose: bool) -> ShowResult:
+        result = ShowResult.model_validate_json(
+            await self._ask(ShowRequest(name=name, verbose=verbose), subjects.REGISTRY_SHOW)
+        )
+        if result.model is None:
+            raise ApiError(result.error or f"model '{name}' not found", result.status)
+        return result
 
     async def catalog(self) -> CatalogList:
         return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))

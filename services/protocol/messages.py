@@ -96,6 +96,17 @@ class ChatMessage(Message):
 Capability = Literal["completion", "tools", "insert", "vision", "embedding", "thinking"]
 
 
+class ModelDetails(Message):
+    """api.ModelDetails: the same for a model in /api/tags, /api/show and /api/ps."""
+
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = ""
+    families: list[str] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
 class ModelRef(Message):
     """A model as resolved by the registry: the name the client used, the weights it means,
     and what its manifest says about rendering prompts for it."""
@@ -104,10 +115,13 @@ class ModelRef(Message):
     full_name: str  # "registry.ollama.ai/library/smollm2:135m", as Ollama's capability errors say
     digest: str  # sha256:<hex> of the weights layer; content-addresses the file in blobs/
     size: int
+    manifest_digest: str = ""  # sha256 hex of the manifest: the model's id in /api/tags, /api/ps
+    details: ModelDetails = Field(default_factory=ModelDetails)
     template: str | None = None  # Ollama (Go) template layer; None: the GGUF's own chat template
     system: str | None = None  # system layer: the default system prompt
     parameters: Options | None = None  # params layer: the model's default options
     capabilities: list[Capability] = Field(default_factory=list)
+    context_length: int | None = None  # tokens it was trained on; num_ctx never exceeds it
 
 
 Think = bool | Literal["low", "medium", "high", "max"]
@@ -211,7 +225,9 @@ class ResidentModel(Message):
     """A model instance held by a worker: weights plus `slots` contexts of `num_ctx` tokens."""
 
     name: str
-    digest: str
+    digest: str  # the weights' (what placement keys on)
+    model_digest: str = ""  # the manifest's, as /api/ps shows it
+    details: ModelDetails = Field(default_factory=ModelDetails)
     num_ctx: int
     size: int
     size_vram: int = 0
@@ -287,10 +303,26 @@ class CatalogEntry(Message):
     digest: str  # manifest sha256 hex, as /api/tags shows it
     size: int
     modified_at: float
-    format: str = "gguf"
-    family: str = ""
-    parameter_size: str = ""
-    quantization_level: str = ""
+    details: ModelDetails = Field(default_factory=ModelDetails)
+
+
+class ShowRequest(Message):
+    name: str
+    verbose: bool = False
+
+
+class ShowResult(Message):
+    """What /api/show tells of a model; `model` is None when the name is unknown or invalid."""
+
+    model: ModelRef | None = None
+    error: str | None = None
+    status: int = 200
+    details: ModelDetails = Field(default_factory=ModelDetails)
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    parameters: str = ""
+    license: str = ""
+    modelfile: str = ""
+    modified_at: float = 0.0
 
 
 class CatalogList(Message):

@@ -7,7 +7,7 @@
 | `corral.worker.heartbeat`                | core pub/sub                  | worker → scheduler, gateway |
 | `corral.reply.<request-id>`              | core, many messages           | worker/scheduler → gateway  |
 | `corral.cancel.<request-id>`             | core pub/sub                  | gateway → scheduler, worker |
-| `corral.registry.resolve/.list`          | request/reply                 | gateway → registry          |
+| `corral.registry.resolve/.list/.show`    | request/reply                 | gateway → registry          |
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ HEARTBEAT = "corral.worker.heartbeat"
 CANCEL_ALL = "corral.cancel.*"
 REGISTRY_RESOLVE = "corral.registry.resolve"
 REGISTRY_LIST = "corral.registry.list"
+REGISTRY_SHOW = "corral.registry.show"
 
 
 def request_subject(kind: str) -> str:

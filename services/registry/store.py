@@ -29,6 +29,7 @@ TEMPLATE_MEDIA_TYPE = "application/vnd.ollama.image.template"
 SYSTEM_MEDIA_TYPE = "application/vnd.ollama.image.system"
 PARAMS_MEDIA_TYPE = "application/vnd.ollama.image.params"
 PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
+LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 
 

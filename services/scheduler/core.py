@@ -178,13 +178,16 @@ class Scheduler:
 
     def want(self, request: GenerationRequest) -> Want:
         """The instance a request needs. The one place num_ctx is decided (the request's, else
-        the model's parameter, else OLLAMA_CONTEXT_LENGTH) and OLLAMA_NUM_PARALLEL applied."""
+        the model's parameter, else OLLAMA_CONTEXT_LENGTH; at most the model's trained
+        context) and OLLAMA_NUM_PARALLEL applied."""
         model = request.model
         num_ctx = (
             request.options.num_ctx
             or (model.parameters.num_ctx if model.parameters else None)
             or self._context_length
         )
+        if model.context_length:  # as Ollama: never more than the model was trained on
+            num_ctx = min(num_ctx, model.context_length)
         return Want(model.digest, num_ctx, model.size, self._num_parallel)
 
     def _cancelled(self, request_id: str) -> None:

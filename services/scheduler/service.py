@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 import nats.errors
@@ -125,11 +126,23 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: Scheduler) 
         for message in messages:
             try:
                 request = GenerationRequest.model_validate_json(message.data)
-            except ValidationError:
+            except ValidationError as exc:
                 log_event(log, "malformed_request", level=logging.ERROR, subject=message.subject)
+                await _refuse(broker, message.data, exc)
                 await message.term()
                 continue
             scheduler.submit(Arrived(request, _Held(message), telemetry.extract(message.headers)))
+
+
+async def _refuse(broker: NatsBroker, data: bytes, error: ValidationError) -> None:
+    """Answer a request this scheduler cannot read, if it says where to: never leave a client waiting."""
+    try:
+        reply = json.loads(data).get("reply_subject")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(reply, str) and reply:
+        failed = Failed(error=f"invalid request: {error.errors()[0].get('msg', 'unreadable')}", status=400)
+        await broker.connection.publish(reply, failed.encode())
 
 
 async def tick(scheduler: Scheduler, interval: float) -> None:

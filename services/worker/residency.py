@@ -41,6 +41,8 @@ class Instance:
         return ResidentModel(
             name=self.model.name,
             digest=self.model.digest,
+            model_digest=self.model.manifest_digest,
+            details=self.model.details,
             num_ctx=self.num_ctx,
             size=loaded.size if loaded else self.model.size,
             size_vram=loaded.size_vram if loaded else 0,

@@ -9,8 +9,8 @@ import pytest
 
 from services.registry.bundled import BUNDLED_NAME, BUNDLED_TEMPLATE, bundled_gguf, install_bundled
 from services.registry.capabilities import capabilities
+from services.registry.describe import resolve
 from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata
-from services.registry.service import resolve
 from services.registry.store import ModelStore
 
 JINJA = "tokenizer.chat_template"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from services.registry.bundled import BUNDLED_NAME, bundled_gguf, install_bundled
+from services.registry.describe import resolve
 from services.registry.names import InvalidName, parse_name
-from services.registry.service import resolve
 from services.registry.store import InvalidDigest, ModelStore, blob_path, sha256_file
 
 NAMES = [

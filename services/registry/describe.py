@@ -1,0 +1,164 @@
+"""What the registry says of a stored model: to workers (ModelRef), in /api/tags, in /api/show.
+
+Pure functions of the store's files. GGUF metadata is read once per weights file
+(blobs are content-addressed, so a path always names the same content).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from services.protocol import CatalogEntry, ModelDetails, ModelRef, Options, ResolveResult, ShowResult
+from services.registry.capabilities import capabilities
+from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata
+from services.registry.names import InvalidName, parse_name
+from services.registry.store import (
+    LICENSE_MEDIA_TYPE,
+    PARAMS_MEDIA_TYPE,
+    PROJECTOR_MEDIA_TYPE,
+    SYSTEM_MEDIA_TYPE,
+    TEMPLATE_MEDIA_TYPE,
+    ModelStore,
+    StoredModel,
+)
+
+SHORT_ARRAY = 5  # /api/show empties longer arrays unless verbose, as Ollama does
+HIDDEN_KEYS = ("general.name", "tokenizer.chat_template")  # Ollama leaves these out of model_info
+PARAMETER_WIDTH = 30  # Ollama's `%-30s %v` for the parameters text
+
+
+def resolve(store: ModelStore, name: str) -> ResolveResult:
+    """Map a client's model name to the weights it means (Ollama's 400 / 404 cases)."""
+    found, error, status = _find(store, name)
+    if found is None:
+        return ResolveResult(error=error, status=status)
+    return ResolveResult(model=model_ref(store, found))
+
+
+def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
+    """Everything a worker and the gateway need to know of a stored model."""
+    template = found.text_layer(store, TEMPLATE_MEDIA_TYPE)
+    params = found.text_layer(store, PARAMS_MEDIA_TYPE)
+    metadata = gguf_metadata(store.blob(found.weights_digest))
+    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    return ModelRef(
+        name=found.name.display_shortest,
+        full_name=found.name.full,
+        digest=found.weights_digest,
+        size=found.weights_size,
+        manifest_digest=found.manifest_digest,
+        details=details(store, found),
+        template=template,
+        system=found.text_layer(store, SYSTEM_MEDIA_TYPE),
+        parameters=Options.model_validate_json(params) if params else None,
+        capabilities=capabilities(metadata, template, PROJECTOR_MEDIA_TYPE in found.layers),
+        context_length=trained if isinstance(trained, int) and trained > 0 else None,
+    )
+
+
+def catalog_entry(store: ModelStore, found: StoredModel) -> CatalogEntry:
+    return CatalogEntry(
+        name=found.name.display_shortest,
+        digest=found.manifest_digest,
+        size=found.total_size,
+        modified_at=found.modified_at,
+        details=details(store, found),
+    )
+
+
+def details(store: ModelStore, found: StoredModel) -> ModelDetails:
+    """From the manifest's config (as Ollama writes it), else from the GGUF's own metadata."""
+    config = found.config
+    metadata = gguf_metadata(store.blob(found.weights_digest))
+    family = str(config.get("model_family") or metadata.get("general.architecture", ""))
+    families = config.get("model_families")
+    return ModelDetails(
+        format=str(config.get("model_format", "gguf")),
+        family=family,
+        families=[str(f) for f in families] if isinstance(families, list) else ([family] if family else None),
+        parameter_size=str(config.get("model_type") or metadata.get("general.size_label", "")),
+        quantization_level=str(config.get("file_type", "")),
+    )
+
+
+def show(store: ModelStore, name: str, verbose: bool) -> ShowResult:
+    found, error, status = _find(store, name)
+    if found is None:
+        return ShowResult(error=error, status=status)
+    ref = model_ref(store, found)
+    license_text = found.text_layer(store, LICENSE_MEDIA_TYPE) or ""
+    parameters = parameters_text(ref.parameters)
+    return ShowResult(
+        model=ref,
+        details=details(store, found),
+        model_info=model_info(gguf_metadata(store.blob(found.weights_digest)), verbose),
+        parameters=parameters,
+        license=license_text,
+        modelfile=modelfile(ref, store.blob(found.weights_digest), parameters, license_text),
+        modified_at=found.modified_at,
+    )
+
+
+def model_info(metadata: dict[str, Any], verbose: bool) -> dict[str, Any]:
+    """The GGUF key/values as /api/show gives them: long arrays empty unless verbose (and arrays
+    longer than the registry reads stay empty even then)."""
+    info: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if key in HIDDEN_KEYS:
+            continue
+        if isinstance(value, SkippedArray) or (
+            isinstance(value, list) and len(value) > SHORT_ARRAY and not verbose
+        ):
+            value = []
+        info[key] = value
+    return info
+
+
+def parameters_text(options: Options | None) -> str:
+    """The model's parameters as Ollama prints them: a name padded to 30, then the Go value."""
+    lines = []
+    for key, value in (options.model_dump(exclude_none=True) if options else {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{key:<{PARAMETER_WIDTH}} {json.dumps(item) if isinstance(item, str) else item}")
+    return "\n".join(lines)
+
+
+def modelfile(ref: ModelRef, weights: Path, parameters: str, license_text: str) -> str:
+    """Ollama's generated Modelfile: FROM the weights, then the template, system and parameters."""
+    lines = [
+        '# Modelfile generated by "ollama show"',
+        "# To build a new Modelfile based on this, replace FROM with:",
+        f"# FROM {ref.name}",
+        "",
+        f"FROM {weights}",
+    ]
+    if ref.template:
+        lines.append(f'TEMPLATE """{ref.template}"""')
+    if ref.system:
+        lines.append(f'SYSTEM """{ref.system}"""')
+    lines += [f"PARAMETER {' '.join(line.split(maxsplit=1))}" for line in parameters.splitlines()]
+    if license_text:
+        lines.append(f'LICENSE """{license_text}"""')
+    return "\n".join(lines) + "\n"
+
+
+@lru_cache(maxsize=64)
+def gguf_metadata(path: Path) -> dict[str, Any]:
+    try:
+        return read_metadata(path)
+    except (OSError, NotGguf):
+        return {}
+
+
+def _find(store: ModelStore, name: str) -> tuple[StoredModel | None, str, int]:
+    try:
+        parsed = parse_name(name)
+    except InvalidName as exc:
+        return None, str(exc), 400
+    found = store.find(parsed)
+    if found is None:
+        return None, f"model '{name}' not found", 404
+    return found, "", 200
