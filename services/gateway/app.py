@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
-from services.gateway import errors, info, native
+from services.gateway import errors, info, native, openai
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
 from services.protocol import WorkerState, subjects
@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(info.router)
     app.include_router(native.router)
+    app.include_router(openai.router)
     return app
 
 

@@ -129,6 +129,11 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:
+    return validate_body(decode_object(raw, go_name), model, go_name)
+
+
+def decode_object(raw: bytes, go_name: str) -> dict[str, Any]:
+    """A request body that must be a JSON object (Go's errors for anything else)."""
     if not raw.strip():
         raise BadRequest("missing request body")
     try:
@@ -137,6 +142,10 @@ def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:
         raise BadRequest(str(exc)) from exc
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {_go_type(data)} into Go value of type api.{go_name}")
+    return data
+
+
+def validate_body(data: dict[str, Any], model: type[BodyT], go_name: str) -> BodyT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -19,6 +19,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from services.gateway.errors import ApiError, ClientGone
+from services.gateway.ollama_format import Stats, finite
 from services.gateway.relay import Event, RelayedRequest
 from services.gateway.state import GatewayState
 from services.protocol import Chunk, Done, Embeddings, Failed, GenerationRequest, Started, subjects
@@ -91,6 +92,29 @@ class Generation:
 
         return await self._race(gather())
 
+    async def whole(self, first: Event) -> tuple[list[Chunk], Done]:
+        """A generation answered in one piece: its chunks and its Done (failures raise ApiError)."""
+        if isinstance(first, Failed):
+            await self.close()
+            raise ApiError(first.error, first.status)
+        parts = [first] if isinstance(first, Chunk) else []
+        end: Event = first
+        if not isinstance(first, Done):
+            more, end = await self.collect()
+            parts += more
+        if isinstance(end, Failed):
+            raise ApiError(end.error, end.status)
+        if not isinstance(end, Done):
+            raise ApiError("the worker answered a generation with embeddings", 500)
+        return parts, end
+
+    async def events(self, first: Event) -> AsyncIterator[Event]:
+        """`first`, then the rest of the events (a stream's body)."""
+        yield first
+        if not isinstance(first, Done | Failed | Embeddings):
+            async for event in self.rest():
+                yield event
+
     async def close(self) -> None:
         await self._relayed.close()
 
@@ -132,3 +156,28 @@ def merge(chunks: list[Chunk]) -> Chunk:
 async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+Embedded = tuple[list[list[float]], Stats, int]  # vectors, timings, prompt tokens
+
+
+async def embeddings_of(
+    request: Request, state: GatewayState, generation: GenerationRequest
+) -> Embedded | None:
+    """The vectors of an embed request; None when it had no input (the model was only loaded)."""
+    running = await submit(request, state, generation)
+    try:
+        first = await running.first()
+        if isinstance(first, Failed):
+            raise ApiError(first.error, first.status)
+        if not isinstance(first, Embeddings):
+            return None
+        if not finite(first.embeddings):
+            raise ApiError("embedding contains NaN or Inf values", 500)
+        return (
+            first.embeddings,
+            Stats(total=running.timing.total, load=running.timing.load),
+            first.prompt_eval_count,
+        )
+    finally:
+        await running.close()

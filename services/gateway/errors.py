@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from services.gateway import openai_format
+
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 
 
@@ -52,19 +54,23 @@ class Unavailable(ApiError):
     status = 503
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(status: int, message: str, path: str = "") -> JSONResponse:
+    """The one mapping of an error to a body, per API flavour: OpenAI's error object under
+    /v1/, Ollama's `{"error": "..."}` everywhere else."""
+    body = openai_format.error(status, message) if path.startswith("/v1/") else {"error": message}
+    return JSONResponse(body, status_code=status)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail).lower())
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail).lower(), request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, str(exc.errors()[0].get("msg", "invalid request")))
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message = str(exc.errors()[0].get("msg", "invalid request"))
+        return error_response(400, message, request.url.path)

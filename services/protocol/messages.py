@@ -300,6 +300,7 @@ class CatalogRequest(Message):
 
 class CatalogEntry(Message):
     name: str
+    namespace: str = ""  # "library" for Ollama's own models: OpenAI's `owned_by`
     digest: str  # manifest sha256 hex, as /api/tags shows it
     size: int
     modified_at: float

@@ -62,6 +62,7 @@ def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
 def catalog_entry(store: ModelStore, found: StoredModel) -> CatalogEntry:
     return CatalogEntry(
         name=found.name.display_shortest,
+        namespace=found.name.namespace,
         digest=found.manifest_digest,
         size=found.total_size,
         modified_at=found.modified_at,
