@@ -118,20 +118,26 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: Scheduler) 
             max_ack_pending=max(1000, 2 * settings.max_queue),
         ),
     )
-    while True:
-        try:
-            messages = await subscription.fetch(batch=16, timeout=1.0)
-        except (TimeoutError, nats.errors.ConnectionClosedError, ServiceUnavailableError):
-            continue
-        for message in messages:
+    try:
+        while True:
             try:
-                request = GenerationRequest.model_validate_json(message.data)
-            except ValidationError as exc:
-                log_event(log, "malformed_request", level=logging.ERROR, subject=message.subject)
-                await _refuse(broker, message.data, exc)
-                await message.term()
+                messages = await subscription.fetch(batch=16, timeout=1.0)
+            except (TimeoutError, nats.errors.ConnectionClosedError, ServiceUnavailableError):
                 continue
-            scheduler.submit(Arrived(request, _Held(message), telemetry.extract(message.headers)))
+            for message in messages:
+                try:
+                    request = GenerationRequest.model_validate_json(message.data)
+                except ValidationError as exc:
+                    log_event(log, "malformed_request", level=logging.ERROR, subject=message.subject)
+                    await _refuse(broker, message.data, exc)
+                    await message.term()
+                    continue
+                scheduler.submit(Arrived(request, _Held(message), telemetry.extract(message.headers)))
+    finally:
+        # A pull subscription left with a pending fetch holds the broker's drain on stop for
+        # its whole timeout (30 s): the scheduler took that long to exit.
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
 
 
 async def _refuse(broker: NatsBroker, data: bytes, error: ValidationError) -> None:
