@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services import telemetry
 from services.config import Settings
 from services.gateway import errors, info, native, openai
+from services.gateway.guard import Guard
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
 from services.protocol import WorkerState, subjects
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(VersionHeader, version=own_version)
+    app.add_middleware(Guard, bound_host=settings.host.host)  # outermost: before CORS and routes
 
     app.include_router(info.router)
     app.include_router(native.router)

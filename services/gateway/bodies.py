@@ -116,6 +116,20 @@ class EmbeddingsBody(_Body):
     prompt: str = ""
 
 
+class CopyBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    source: str = ""
+    destination: str = ""
+
+
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = ""
+    name: str = ""  # Ollama's deprecated alias of `model`
+
+
 class ShowBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from services.gateway import openai_format
+from services.gateway.guard import MAX_BODY, BodyTooLarge
 
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 
@@ -65,6 +66,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, request.url.path)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
+        return error_response(413, f"request body too large: at most {MAX_BODY} bytes", request.url.path)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

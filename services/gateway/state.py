@@ -14,7 +14,10 @@ from services.gateway.relay import Relay
 from services.protocol import (
     CatalogList,
     CatalogRequest,
+    CopyRequest,
+    DeleteRequest,
     ModelRef,
+    RegistryResult,
     ResolveRequest,
     ResolveResult,
     ShowRequest,
@@ -59,6 +62,13 @@ class GatewayState:
         if result.model is None:
             raise ApiError(result.error or f"model '{name}' not found", result.status)
         return result
+
+    async def change(self, request: CopyRequest | DeleteRequest) -> None:
+        """Copy or delete a model in the store; Ollama's errors raise ApiError."""
+        subject = subjects.REGISTRY_COPY if isinstance(request, CopyRequest) else subjects.REGISTRY_DELETE
+        result = RegistryResult.model_validate_json(await self._ask(request, subject))
+        if result.error is not None:
+            raise ApiError(result.error, result.status)
 
     async def catalog(self) -> CatalogList:
         return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))

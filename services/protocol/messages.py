@@ -294,6 +294,22 @@ class ResolveResult(Message):
     status: int = 200
 
 
+class CopyRequest(Message):
+    source: str
+    destination: str
+
+
+class DeleteRequest(Message):
+    name: str
+
+
+class RegistryResult(Message):
+    """The registry's answer to a change of the store: done, or Ollama's error and status."""
+
+    error: str | None = None
+    status: int = 200
+
+
 class CatalogRequest(Message):
     """Ask the registry for every model it holds."""
 

@@ -8,6 +8,7 @@
 | `corral.reply.<request-id>`              | core, many messages           | worker/scheduler → gateway  |
 | `corral.cancel.<request-id>`             | core pub/sub                  | gateway → scheduler, worker |
 | `corral.registry.resolve/.list/.show`    | request/reply                 | gateway → registry          |
+| `corral.registry.copy/.delete`           | request/reply                 | gateway → registry          |
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ CANCEL_ALL = "corral.cancel.*"
 REGISTRY_RESOLVE = "corral.registry.resolve"
 REGISTRY_LIST = "corral.registry.list"
 REGISTRY_SHOW = "corral.registry.show"
+REGISTRY_COPY = "corral.registry.copy"
+REGISTRY_DELETE = "corral.registry.delete"
 
 
 def request_subject(kind: str) -> str:

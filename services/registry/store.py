@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.registry.names import ModelName
 
@@ -112,6 +113,33 @@ class ModelStore:
     def write_manifest(self, name: ModelName, manifest: dict[str, object]) -> None:
         _atomic_write(self.manifest_path(name), json.dumps(manifest, indent=None).encode())
 
+    def copy(self, source: ModelName, destination: ModelName) -> bool:
+        """`destination` becomes a second name for `source`'s manifest; False if there is none."""
+        path = self._existing_manifest(source)
+        if path is None:
+            return False
+        _atomic_write(self.manifest_path(destination), path.read_bytes())
+        return True
+
+    def delete(self, name: ModelName) -> bool:
+        """Remove `name`, then every blob of it no other manifest uses; False if there is none.
+
+        A worker that has the weights loaded keeps them: an unlinked file stays readable
+        through the mapping it already holds."""
+        path = self._existing_manifest(name)
+        if path is None:
+            return False
+        digests = _digests(json.loads(path.read_bytes()))
+        path.unlink()
+        for remaining in self._manifests():
+            try:
+                digests -= _digests(json.loads(remaining.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        for digest in digests:
+            self.blob(digest).unlink(missing_ok=True)
+        return True
+
     def find(self, name: ModelName) -> StoredModel | None:
         """The stored model for `name`, matched case-insensitively per part as Ollama does."""
         path = self._existing_manifest(name)
@@ -159,6 +187,12 @@ class ModelStore:
             config=config,
             layers={layer["mediaType"]: layer["digest"] for layer in reversed(layers)},
         )
+
+
+def _digests(manifest: dict[str, Any]) -> set[str]:
+    """Every blob a manifest refers to: its layers and its config."""
+    layers = [*manifest.get("layers", []), manifest.get("config") or {}]
+    return {str(layer["digest"]) for layer in layers if layer.get("digest")}
 
 
 def _atomic_write(target: Path, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import nats
@@ -231,6 +232,65 @@ async def test_a_request_the_scheduler_cannot_read_is_answered(stack: Stack) -> 
         assert failed.status == 400 and failed.error.startswith("invalid request")
     finally:
         await nc.close()
+
+
+def test_copy_and_delete(stack: Stack) -> None:
+    client = ollama.Client(host=stack.url)
+    client.copy(MODEL, "mine:copy")
+    names = [m.model for m in client.list().models]
+    assert "mine:copy" in names and MODEL in names
+    assert client.show("mine:copy").capabilities == ["completion", "tools"]
+    client.delete("mine:copy")
+    assert "mine:copy" not in [m.model for m in client.list().models]
+    assert client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2}).done  # its weights stayed
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "error"),
+    [
+        ("POST", "/api/copy", {"source": "nope", "destination": "x"}, 404, 'model "nope" not found'),
+        (
+            "POST",
+            "/api/copy",
+            {"source": "bad name!", "destination": "x"},
+            400,
+            'source "bad name!" is invalid',
+        ),
+        (
+            "POST",
+            "/api/copy",
+            {"source": MODEL, "destination": "a/b/c/d"},
+            400,
+            'destination "a/b/c/d" is invalid',
+        ),
+        ("DELETE", "/api/delete", {"model": "nope"}, 404, "model 'nope' not found"),
+        ("DELETE", "/api/delete", {"model": "bad name!"}, 400, 'name "bad name!" is invalid'),
+    ],
+    ids=["copy-unknown", "copy-bad-source", "copy-bad-destination", "delete-unknown", "delete-invalid"],
+)
+def test_copy_and_delete_errors(
+    stack: Stack, method: str, path: str, body: dict, status: int, error: str
+) -> None:
+    response = httpx.request(method, f"{stack.url}{path}", json=body, timeout=30)
+    assert (response.status_code, response.json()) == (status, {"error": error})
+
+
+def test_a_rebinding_host_is_refused(stack: Stack) -> None:
+    """Bound to loopback, the API serves only requests that name this machine (Ollama's 403)."""
+    refused = httpx.get(f"{stack.url}/api/tags", headers={"Host": "evil.example"})
+    assert (refused.status_code, refused.content) == (403, b"")
+    assert httpx.get(f"{stack.url}/api/tags", headers={"Host": "localhost"}).status_code == 200
+    preflight = httpx.options(f"{stack.url}/api/tags", headers={"Host": "localhost"})
+    assert preflight.status_code == 204
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(stack: Stack) -> None:
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=60) as conn:
+        conn.sendall(b"POST /api/show HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000\r\n\r\n{")
+        answer = b""
+        while b"}" not in answer and (part := conn.recv(4096)):
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 413") and b"request body too large" in answer
 
 
 def test_root_and_version(stack: Stack) -> None:

@@ -82,3 +82,26 @@ def test_list_shows_the_manifest_digest(store: ModelStore) -> None:
     [model] = store.list()
     assert model.name.display_shortest == "smollm2:135m"
     assert len(model.manifest_digest) == 64 and model.total_size > model.weights_size
+
+
+def test_delete_prunes_only_blobs_no_other_manifest_uses(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    shared = store.put_blob_bytes(b"weights")
+    own = store.put_blob_bytes(b"template of a")
+    other = store.put_blob_bytes(b"template of b")
+
+    def manifest(*digests: str) -> dict[str, object]:
+        return {
+            "layers": [
+                {"mediaType": "application/vnd.ollama.image.model", "digest": d, "size": 1} for d in digests
+            ]
+        }
+
+    store.write_manifest(parse_name("a:1"), manifest(shared, own))
+    store.write_manifest(parse_name("b:1"), manifest(shared, other))
+    assert store.copy(parse_name("a:1"), parse_name("a:copy"))
+    assert store.delete(parse_name("a:1"))
+    assert store.blob(own).exists()  # a:copy still uses it
+    assert store.delete(parse_name("a:copy"))
+    assert not store.blob(own).exists() and store.blob(shared).exists() and store.blob(other).exists()
+    assert not store.delete(parse_name("a:1")) and not store.copy(parse_name("nope"), parse_name("x"))

@@ -1,0 +1,31 @@
+"""Copying and deleting models in the store, with Ollama's errors (CopyHandler, DeleteHandler)."""
+
+from __future__ import annotations
+
+from services.protocol import RegistryResult
+from services.registry.names import InvalidName, parse_name
+from services.registry.store import ModelStore
+
+
+def copy(store: ModelStore, source: str, destination: str) -> RegistryResult:
+    try:
+        src = parse_name(source)
+    except InvalidName:
+        return RegistryResult(error=f'source "{source}" is invalid', status=400)
+    try:
+        dst = parse_name(destination)
+    except InvalidName:
+        return RegistryResult(error=f'destination "{destination}" is invalid', status=400)
+    if not store.copy(src, dst):
+        return RegistryResult(error=f'model "{source}" not found', status=404)
+    return RegistryResult()
+
+
+def delete(store: ModelStore, name: str) -> RegistryResult:
+    try:
+        parsed = parse_name(name)
+    except InvalidName:
+        return RegistryResult(error=f'name "{name}" is invalid', status=400)
+    if not store.delete(parsed):
+        return RegistryResult(error=f"model '{name}' not found", status=404)
+    return RegistryResult()
