@@ -1,12 +1,20 @@
-"""The `corral` command: Ollama's CLI habits (`corral serve`, `corral --version`)."""
+"""The `corral` command, with `ollama`'s verbs and output: serve, run, list/ls, ps, show, stop, rm, cp."""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
+from corral import tables
+from corral.client import Client, ClientError
 from corral.launcher import Launcher
 from corral.nats_server import NatsServerError
+from corral.run import Session, answer, conversation, load
 from services.config import ConfigError, load_settings
 from services.version import corral_version
 
@@ -45,3 +53,166 @@ def serve() -> None:
     except (NatsServerError, RuntimeError) as exc:
         console.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+def _client() -> Client:
+    try:
+        return Client()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"Error: {message}", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command("list")
+def list_models(prefix: str = typer.Argument("", help="Only models whose name starts with this.")) -> None:
+    """List models (NAME ID SIZE MODIFIED)."""
+    try:
+        models = _client().get("/api/tags")["models"]
+    except ClientError as exc:
+        _fail(str(exc))
+    now = datetime.now(UTC)
+    rows = [
+        [m["name"], m["digest"][:12], tables.human_bytes(m["size"]),
+         tables.human_time(tables.parse_time(m["modified_at"]), now)]
+        for m in models
+        if m["name"].lower().startswith(prefix.lower())
+    ]  # fmt: skip
+    typer.echo(tables.table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+
+
+app.command("ls", help="List models (as `list`).")(list_models)
+
+
+@app.command()
+def ps(prefix: str = typer.Argument("", help="Only models whose name starts with this.")) -> None:
+    """List running models (NAME ID SIZE PROCESSOR CONTEXT UNTIL)."""
+    try:
+        models = _client().get("/api/ps")["models"]
+    except ClientError as exc:
+        _fail(str(exc))
+    now = datetime.now(UTC)
+    rows = [
+        [
+            m["name"],
+            m["digest"][:12],
+            tables.human_bytes(m["size"]),
+            tables.processor(m["size"], m["size_vram"]),
+            str(m.get("context_length", "")),
+            tables.until(tables.parse_time(m["expires_at"]), now),
+        ]
+        for m in models
+        if m["name"].lower().startswith(prefix.lower())
+    ]
+    typer.echo(tables.table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+
+
+@app.command()
+def show(
+    model: str,
+    license_: bool = typer.Option(False, "--license", help="Show the license."),
+    modelfile: bool = typer.Option(False, "--modelfile", help="Show the Modelfile."),
+    parameters: bool = typer.Option(False, "--parameters", help="Show the parameters."),
+    system: bool = typer.Option(False, "--system", help="Show the system message."),
+    template: bool = typer.Option(False, "--template", help="Show the template."),
+) -> None:
+    """Show information for a model."""
+    try:
+        shown = _client().post("/api/show", {"model": model})
+    except ClientError as exc:
+        _fail(str(exc))
+    chosen = [k for k, on in (("license", license_), ("modelfile", modelfile), ("parameters", parameters),
+                              ("system", system), ("template", template)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        flags = "'--license', '--modelfile', '--parameters', '--system', or '--template'"
+        _fail(f"only one of {flags} can be specified")
+    if chosen:
+        typer.echo(shown.get(chosen[0], ""))
+        return
+    details, info = shown.get("details") or {}, shown.get("model_info") or {}
+    arch = info.get("general.architecture", "")
+    rows = [("architecture", arch), ("parameters", details.get("parameter_size", "")),
+            ("context length", str(info.get(f"{arch}.context_length", ""))),
+            ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
+            ("quantization", details.get("quantization_level", ""))]  # fmt: skip
+    lines = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
+    lines += ["", "  Capabilities"] + [f"    {c}" for c in shown.get("capabilities") or []]
+    typer.echo("\n".join(lines) + "\n")
+
+
+@app.command()
+def stop(
+    model: str = typer.Argument("", help="The model to unload."),
+    all_: bool = typer.Option(False, "--all", help="Unload every running model."),
+) -> None:
+    """Unload a model now (or every one with --all), as keep_alive 0 does."""
+    client = _client()
+    try:
+        names = [m["name"] for m in client.get("/api/ps")["models"]] if all_ else [model]
+    except ClientError as exc:
+        _fail(str(exc))
+    if not all_ and not model:
+        _fail("a model name, or --all")
+    for name in names:
+        try:
+            client.post("/api/generate", {"model": name, "keep_alive": 0})
+        except ClientError as exc:
+            _fail(f'couldn\'t find model "{name}" to stop' if "not found" in str(exc) else str(exc))
+
+
+@app.command()
+def rm(models: list[str]) -> None:
+    """Remove models (unloading them first)."""
+    client = _client()
+    for model in models:
+        with contextlib.suppress(ClientError):
+            client.post("/api/generate", {"model": model, "keep_alive": 0})
+        try:
+            client.delete("/api/delete", {"model": model})
+        except ClientError as exc:
+            _fail(str(exc))
+        typer.echo(f"deleted '{model}'")
+
+
+@app.command()
+def cp(source: str, destination: str) -> None:
+    """Copy a model under another name."""
+    try:
+        _client().post("/api/copy", {"source": source, "destination": destination})
+    except ClientError as exc:
+        _fail(str(exc))
+    typer.echo(f"copied '{source}' to '{destination}'")
+
+
+@app.command()
+def run(
+    model: str,
+    prompt: Annotated[list[str] | None, typer.Argument(help="Answer this and exit.")] = None,
+    keepalive: Annotated[str | None, typer.Option(help="How long the model stays loaded (e.g. 5m).")] = None,
+) -> None:
+    """Run a model: answer one prompt, or talk with it at `>>> `."""
+    client = _client()
+    session = Session(model, keep_alive=keepalive)
+    text = " ".join(prompt or [])
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        text = f"{text} {piped}".strip() if text else piped
+    try:
+        if text:
+            answer(client, session, text, _write)
+            typer.echo("\n" if sys.stdout.isatty() else "")
+            return
+        load(client, session)
+        conversation(client, session, input, _write)
+    except ClientError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo()
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,116 @@
+"""The `corral` command against a real stack, as a user types it (the REPL through a pty)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.stack import MODEL, Stack
+from tests.watch import DEADLINE
+
+CORRAL = str(Path(sys.executable).with_name("corral"))
+
+
+def corral(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
+    return subprocess.run(
+        [CORRAL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=DEADLINE
+    )
+
+
+def test_list_and_ps(stack: Stack) -> None:
+    listed = corral(stack, "list")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[0].split() == [
+        "NAME",
+        "ID",
+        "SIZE",
+        "MODIFIED",
+    ]
+    assert any(line.startswith(MODEL) for line in listed.stdout.splitlines())
+    assert corral(stack, "run", MODEL, "Hi").returncode == 0
+    running = corral(stack, "ps").stdout.splitlines()
+    assert running[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    row = next(line for line in running if line.startswith(MODEL))
+    assert "100% CPU" in row and "from now" in row
+
+
+def test_run_answers_a_prompt_and_stdin(stack: Stack) -> None:
+    one_shot = corral(stack, "run", MODEL, "Say", "hi")
+    assert one_shot.returncode == 0 and one_shot.stdout.strip()
+    piped = corral(stack, "run", MODEL, stdin="What is 2+2?")
+    assert piped.returncode == 0 and piped.stdout.strip()
+
+
+def test_show_cp_rm_stop(stack: Stack) -> None:
+    shown = corral(stack, "show", MODEL)
+    assert "Capabilities" in shown.stdout and "tools" in shown.stdout and "context length" in shown.stdout
+    assert "<tool_call>" in corral(stack, "show", MODEL, "--template").stdout
+    assert corral(stack, "cp", MODEL, "mine:cli").stdout.strip() == f"copied '{MODEL}' to 'mine:cli'"
+    assert corral(stack, "rm", "mine:cli").stdout.strip() == "deleted 'mine:cli'"
+    assert corral(stack, "stop", MODEL).returncode == 0
+    assert not any(line.startswith(MODEL) for line in corral(stack, "ps").stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [(("show", "nope"), "Error: model 'nope' not found"),
+     (("stop", "nope"), 'Error: couldn\'t find model "nope" to stop'),
+     (("run", "nope", "hi"), "Error: model 'nope' not found")],
+    ids=["show", "stop", "run"],
+)  # fmt: skip
+def test_errors_are_one_line_and_exit_non_zero(stack: Stack, args: tuple[str, ...], error: str) -> None:
+    done = corral(stack, *args)
+    assert done.returncode == 1 and done.stderr.strip() == error
+
+
+class Terminal:
+    """A program on a pseudo-terminal: type lines, wait for text on the screen."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        self.screen = ""
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def wait_for(self, text: str) -> str:
+        """Everything shown up to `text` (which is then consumed)."""
+        deadline = time.monotonic() + DEADLINE
+        while text not in self.screen:
+            assert time.monotonic() < deadline, f"never saw {text!r} in {self.screen!r}"
+            ready, _, _ = select.select([self.master], [], [], 1.0)
+            if ready:
+                self.screen += os.read(self.master, 4096).decode(errors="replace")
+        shown, _, self.screen = self.screen.partition(text)
+        return shown
+
+
+def test_the_conversation_at_the_prompt(stack: Stack) -> None:
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
+    term = Terminal([CORRAL, "run", MODEL], env)
+    try:
+        term.wait_for(">>> ")
+        term.type("/set parameter num_predict 6\r")
+        assert "Set parameter 'num_predict' to '6'" in term.wait_for(">>> ")
+        term.type("Hello\r")
+        assert term.wait_for(">>> ").strip()
+        term.type('"""\rline one\rline two\r"""\r')
+        assert term.wait_for(">>> ").strip()
+        term.type("/show info\r")
+        assert "Capabilities" in term.wait_for(">>> ")
+        term.type("/clear\r")
+        assert "Cleared session context" in term.wait_for(">>> ")
+        term.type("/bye\r")
+        assert term.process.wait(DEADLINE) == 0
+    finally:
+        term.process.kill()
+        os.close(term.master)
