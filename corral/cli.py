@@ -132,15 +132,7 @@ def show(
     if chosen:
         typer.echo(shown.get(chosen[0], ""))
         return
-    details, info = shown.get("details") or {}, shown.get("model_info") or {}
-    arch = info.get("general.architecture", "")
-    rows = [("architecture", arch), ("parameters", details.get("parameter_size", "")),
-            ("context length", str(info.get(f"{arch}.context_length", ""))),
-            ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
-            ("quantization", details.get("quantization_level", ""))]  # fmt: skip
-    lines = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
-    lines += ["", "  Capabilities"] + [f"    {c}" for c in shown.get("capabilities") or []]
-    typer.echo("\n".join(lines) + "\n")
+    typer.echo(tables.model_summary(shown))
 
 
 @app.command()

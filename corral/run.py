@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.client import Client, ClientError
+from corral.tables import model_summary
 
 HELP = """Available Commands:
   /set parameter ...     Set a parameter
@@ -104,19 +105,7 @@ def command(client: Client, session: Session, line: str, write: Callable[[str], 
 
 
 def _show_info(client: Client, session: Session, write: Callable[[str], None]) -> None:
-    shown = client.post("/api/show", {"model": session.model})
-    details = shown.get("details") or {}
-    info = shown.get("model_info") or {}
-    arch = info.get("general.architecture", "")
-    rows = [
-        ("architecture", arch),
-        ("parameters", details.get("parameter_size", "")),
-        ("context length", str(info.get(f"{arch}.context_length", ""))),
-        ("quantization", details.get("quantization_level", "")),
-    ]
-    lines = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
-    lines += ["", "  Capabilities"] + [f"    {c}" for c in shown.get("capabilities") or []]
-    write("\n".join(lines) + "\n\n")
+    write(model_summary(client.post("/api/show", {"model": session.model})) + "\n")
 
 
 def _value(text: str) -> Any:

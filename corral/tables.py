@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 FOREVER_YEARS = 20  # an expiry further away than this is shown as "Forever"
 _UNITS = ((1000**4, "TB"), (1000**3, "GB"), (1000**2, "MB"), (1000, "KB"))
@@ -103,3 +104,19 @@ def parse_time(text: str) -> datetime:
         text = f"{head}.{digits[:6]}{zone}"
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def model_summary(shown: dict[str, Any]) -> str:
+    """`ollama show`'s overview of an /api/show answer: the model, then its capabilities."""
+    details, info = shown.get("details") or {}, shown.get("model_info") or {}
+    arch = info.get("general.architecture", "")
+    rows = [
+        ("architecture", arch),
+        ("parameters", details.get("parameter_size", "")),
+        ("context length", str(info.get(f"{arch}.context_length", ""))),
+        ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
+        ("quantization", details.get("quantization_level", "")),
+    ]
+    lines = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
+    lines += ["", "  Capabilities"] + [f"    {c}" for c in shown.get("capabilities") or []]
+    return "\n".join(lines) + "\n"
