@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
-from services.gateway.errors import ApiError, ClientGone
+from services.gateway.errors import ApiError, ClientGone, failure
 from services.gateway.ollama_format import Stats, finite
 from services.gateway.relay import Event, RelayedRequest
 from services.gateway.state import GatewayState
@@ -96,14 +96,14 @@ class Generation:
         """A generation answered in one piece: its chunks and its Done (failures raise ApiError)."""
         if isinstance(first, Failed):
             await self.close()
-            raise ApiError(first.error, first.status)
+            raise failure(first.error, first.code)
         parts = [first] if isinstance(first, Chunk) else []
         end: Event = first
         if not isinstance(first, Done):
             more, end = await self.collect()
             parts += more
         if isinstance(end, Failed):
-            raise ApiError(end.error, end.status)
+            raise failure(end.error, end.code)
         if not isinstance(end, Done):
             raise ApiError("the worker answered a generation with embeddings", 500)
         return parts, end
@@ -169,7 +169,7 @@ async def embeddings_of(
     try:
         first = await running.first()
         if isinstance(first, Failed):
-            raise ApiError(first.error, first.status)
+            raise failure(first.error, first.code)
         if not isinstance(first, Embeddings):
             return None
         if not finite(first.embeddings):

@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 
 from services.gateway import openai_format
 from services.gateway.guard import MAX_BODY, BodyTooLarge
+from services.protocol.messages import ErrorCode
 
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 
@@ -53,6 +54,21 @@ class Unavailable(ApiError):
     """A service behind the gateway did not answer."""
 
     status = 503
+
+
+# The wire's error codes as HTTP statuses: the one place they become statuses.
+STATUS: dict[ErrorCode, int] = {
+    "invalid": 400,
+    "not_found": 404,
+    "too_large": 413,
+    "unavailable": 503,
+    "internal": 500,
+}
+
+
+def failure(message: str, code: ErrorCode) -> ApiError:
+    """An error a service reported, as the ApiError the gateway answers with."""
+    return ApiError(message, STATUS[code])
 
 
 def error_response(status: int, message: str, path: str = "") -> JSONResponse:

@@ -24,7 +24,7 @@ from services.gateway.bodies import (
     parse_embed_input,
 )
 from services.gateway.core import Generation, embeddings_of, submit
-from services.gateway.errors import ApiError, error_response
+from services.gateway.errors import ApiError, failure
 from services.gateway.ollama_format import Kind, Stats
 from services.gateway.relay import Event
 from services.gateway.requests import chat_request, embed_request, generate_request
@@ -95,7 +95,7 @@ async def _respond(
     first = await running.first()
     if isinstance(first, Failed):
         await running.close()
-        return error_response(first.status, first.error)
+        raise failure(first.error, first.code)
     if stream is False:
         parts, done = await running.whole(first)
         stats = Stats(total=running.timing.total, load=running.timing.load)

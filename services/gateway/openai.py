@@ -26,7 +26,7 @@ from services.gateway.bodies import (
     validate_body,
 )
 from services.gateway.core import Generation, embeddings_of, submit
-from services.gateway.errors import ApiError, BadRequest
+from services.gateway.errors import STATUS, ApiError, BadRequest
 from services.gateway.ollama_format import normalise
 from services.gateway.relay import Event
 from services.gateway.requests import chat_request, embed_request, generate_request
@@ -147,7 +147,7 @@ class _Chat:
                         yield _event(openai_format.chat_usage(cid, model, created, event))
                     yield DONE_EVENT
                 elif isinstance(event, Failed):
-                    yield _event(openai_format.error(event.status, event.error))
+                    yield _event(openai_format.error(STATUS[event.code], event.error))
         except ApiError as exc:
             yield _event(openai_format.error(exc.status, exc.message))
         finally:
@@ -173,7 +173,7 @@ class _Completion:
                         yield _event(openai_format.completion_usage(cid, self.model, event))
                     yield DONE_EVENT
                 elif isinstance(event, Failed):
-                    yield _event(openai_format.error(event.status, event.error))
+                    yield _event(openai_format.error(STATUS[event.code], event.error))
         except ApiError as exc:
             yield _event(openai_format.error(exc.status, exc.message))
         finally:

@@ -9,7 +9,7 @@ import nats.errors
 from faststream.nats import NatsBroker
 
 from services.config import Settings
-from services.gateway.errors import ApiError, Unavailable
+from services.gateway.errors import Unavailable, failure
 from services.gateway.relay import Relay
 from services.protocol import (
     CatalogList,
@@ -52,7 +52,7 @@ class GatewayState:
             await self._ask(ResolveRequest(name=name), subjects.REGISTRY_RESOLVE)
         )
         if result.model is None:
-            raise ApiError(result.error or f"model '{name}' not found", result.status)
+            raise failure(result.error or f"model '{name}' not found", result.code)
         return result.model
 
     async def show(self, name: str, verbose: bool) -> ShowResult:
@@ -60,7 +60,7 @@ class GatewayState:
             await self._ask(ShowRequest(name=name, verbose=verbose), subjects.REGISTRY_SHOW)
         )
         if result.model is None:
-            raise ApiError(result.error or f"model '{name}' not found", result.status)
+            raise failure(result.error or f"model '{name}' not found", result.code)
         return result
 
     async def change(self, request: CopyRequest | DeleteRequest) -> None:
@@ -68,7 +68,7 @@ class GatewayState:
         subject = subjects.REGISTRY_COPY if isinstance(request, CopyRequest) else subjects.REGISTRY_DELETE
         result = RegistryResult.model_validate_json(await self._ask(request, subject))
         if result.error is not None:
-            raise ApiError(result.error, result.status)
+            raise failure(result.error, result.code)
 
     async def catalog(self) -> CatalogList:
         return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Role = Literal["system", "user", "assistant", "tool"]
+# The error vocabulary on the wire: what went wrong, not an HTTP status. The gateway maps
+# each code to a status once per API flavour (services/gateway/errors.py).
+ErrorCode = Literal["invalid", "not_found", "too_large", "unavailable", "internal"]
 
 
 class Message(BaseModel):
@@ -208,7 +211,7 @@ class Embeddings(Message):
 class Failed(Message):
     kind: Literal["failed"] = "failed"
     error: str
-    status: int = 500
+    code: ErrorCode = "internal"
 
 
 Reply = Annotated[Started | Chunk | Done | Embeddings | Failed, Field(discriminator="kind")]
@@ -287,11 +290,11 @@ class ResolveRequest(Message):
 
 
 class ResolveResult(Message):
-    """`model` is None when the name is unknown; `error` is set when the name is invalid."""
+    """`model` is None when the name is unknown or invalid; then `error` and `code` say which."""
 
     model: ModelRef | None = None
     error: str | None = None
-    status: int = 200
+    code: ErrorCode = "internal"
 
 
 class CopyRequest(Message):
@@ -304,10 +307,10 @@ class DeleteRequest(Message):
 
 
 class RegistryResult(Message):
-    """The registry's answer to a change of the store: done, or Ollama's error and status."""
+    """The registry's answer to a change of the store: done, or Ollama's error and its code."""
 
     error: str | None = None
-    status: int = 200
+    code: ErrorCode = "internal"
 
 
 class CatalogRequest(Message):
@@ -333,7 +336,7 @@ class ShowResult(Message):
 
     model: ModelRef | None = None
     error: str | None = None
-    status: int = 200
+    code: ErrorCode = "internal"
     details: ModelDetails = Field(default_factory=ModelDetails)
     model_info: dict[str, Any] = Field(default_factory=dict)
     parameters: str = ""

@@ -11,13 +11,13 @@ def copy(store: ModelStore, source: str, destination: str) -> RegistryResult:
     try:
         src = parse_name(source)
     except InvalidName:
-        return RegistryResult(error=f'source "{source}" is invalid', status=400)
+        return RegistryResult(error=f'source "{source}" is invalid', code="invalid")
     try:
         dst = parse_name(destination)
     except InvalidName:
-        return RegistryResult(error=f'destination "{destination}" is invalid', status=400)
+        return RegistryResult(error=f'destination "{destination}" is invalid', code="invalid")
     if not store.copy(src, dst):
-        return RegistryResult(error=f'model "{source}" not found', status=404)
+        return RegistryResult(error=f'model "{source}" not found', code="not_found")
     return RegistryResult()
 
 
@@ -25,7 +25,7 @@ def delete(store: ModelStore, name: str) -> RegistryResult:
     try:
         parsed = parse_name(name)
     except InvalidName:
-        return RegistryResult(error=f'name "{name}" is invalid', status=400)
+        return RegistryResult(error=f'name "{name}" is invalid', code="invalid")
     if not store.delete(parsed):
-        return RegistryResult(error=f"model '{name}' not found", status=404)
+        return RegistryResult(error=f"model '{name}' not found", code="not_found")
     return RegistryResult()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.protocol import CatalogEntry, ModelDetails, ModelRef, Options, ResolveResult, ShowResult
+from services.protocol.messages import ErrorCode
 from services.registry.capabilities import capabilities
 from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata
 from services.registry.names import InvalidName, parse_name
@@ -32,9 +33,9 @@ PARAMETER_WIDTH = 30  # Ollama's `%-30s %v` for the parameters text
 
 def resolve(store: ModelStore, name: str) -> ResolveResult:
     """Map a client's model name to the weights it means (Ollama's 400 / 404 cases)."""
-    found, error, status = _find(store, name)
+    found, error, code = _find(store, name)
     if found is None:
-        return ResolveResult(error=error, status=status)
+        return ResolveResult(error=error, code=code)
     return ResolveResult(model=model_ref(store, found))
 
 
@@ -86,9 +87,9 @@ def details(store: ModelStore, found: StoredModel) -> ModelDetails:
 
 
 def show(store: ModelStore, name: str, verbose: bool) -> ShowResult:
-    found, error, status = _find(store, name)
+    found, error, code = _find(store, name)
     if found is None:
-        return ShowResult(error=error, status=status)
+        return ShowResult(error=error, code=code)
     ref = model_ref(store, found)
     license_text = found.text_layer(store, LICENSE_MEDIA_TYPE) or ""
     parameters = parameters_text(ref.parameters)
@@ -154,12 +155,12 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _find(store: ModelStore, name: str) -> tuple[StoredModel | None, str, int]:
+def _find(store: ModelStore, name: str) -> tuple[StoredModel | None, str, ErrorCode]:
     try:
         parsed = parse_name(name)
     except InvalidName as exc:
-        return None, str(exc), 400
+        return None, str(exc), "invalid"
     found = store.find(parsed)
     if found is None:
-        return None, f"model '{name}' not found", 404
-    return found, "", 200
+        return None, f"model '{name}' not found", "not_found"
+    return found, "", "internal"

@@ -224,7 +224,7 @@ class Scheduler:
         for pending in list(self._pending.values()):
             if pending.want == want and not pending.dispatching:
                 del self._pending[pending.request.id]
-                self._finish(pending, Failed(error=error, status=500))
+                self._finish(pending, Failed(error=error, code="internal"))
 
     def _tick(self) -> None:
         for worker_id in self._fleet.drop_stale(self._clock(), self._stale_after):

@@ -147,7 +147,9 @@ async def _refuse(broker: NatsBroker, data: bytes, error: ValidationError) -> No
     except (ValueError, AttributeError):
         return
     if isinstance(reply, str) and reply:
-        failed = Failed(error=f"invalid request: {error.errors()[0].get('msg', 'unreadable')}", status=400)
+        failed = Failed(
+            error=f"invalid request: {error.errors()[0].get('msg', 'unreadable')}", code="invalid"
+        )
         await broker.connection.publish(reply, failed.encode())
 
 

@@ -27,6 +27,7 @@ from services.gotemplate import ToolCall as TemplateToolCall
 from services.gotemplate import parse as parse_template
 from services.gotemplate import render_chat as render_template_chat
 from services.protocol import ChatMessage, GenerationRequest
+from services.protocol.messages import ErrorCode
 from services.worker.chat_template import TemplateRenderError, render_chat
 from services.worker.engines.batching import truncated_prompt
 from services.worker.output import ModelParser, OutputParser, PlainParser
@@ -39,11 +40,11 @@ JINJA_TOOL_TAGS = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "<function_c
 
 
 class PromptError(ValueError):
-    """The request cannot become a prompt for this model; `status` is the HTTP status to answer."""
+    """The request cannot become a prompt for this model (`code`: whose fault it is)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, code: ErrorCode = "invalid") -> None:
         super().__init__(message)
-        self.status = status
+        self.code: ErrorCode = code
 
 
 class Tokenizer(Protocol):
@@ -140,7 +141,7 @@ def _render_go(request: GenerationRequest, tokenizer: Tokenizer, num_ctx: int, s
                 truncate=request.truncate,
             ).text
     except TemplateError as exc:
-        raise PromptError(str(exc), status=500) from exc
+        raise PromptError(str(exc), code="internal") from exc
     return Rendered(text, template.thinking_tags(), template.tool_call_tag())
 
 

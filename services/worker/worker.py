@@ -178,11 +178,11 @@ class Worker:
                 eval_count=done.eval_count,
             )
         except PromptError as exc:
-            self._send(reply, Failed(error=str(exc), status=exc.status))
+            self._send(reply, Failed(error=str(exc), code=exc.code))
         except InvalidJob as exc:
-            self._send(reply, Failed(error=str(exc), status=400))
+            self._send(reply, Failed(error=str(exc), code="invalid"))
         except EngineError as exc:
-            self._send(reply, Failed(error=str(exc), status=500))
+            self._send(reply, Failed(error=str(exc), code="internal"))
             log_event(log, "failed", level=logging.ERROR, request=request.id, error=exc)
         finally:
             self._running.pop(request.id, None)

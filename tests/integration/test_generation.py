@@ -229,7 +229,7 @@ async def test_a_request_the_scheduler_cannot_read_is_answered(stack: Stack) -> 
             subjects.request_subject("generate"), b'{"reply_subject": "corral.reply.broken", "kind": 5}'
         )
         failed = await first(replies, REPLY.validate_json, lambda _: True, Failed)
-        assert failed.status == 400 and failed.error.startswith("invalid request")
+        assert failed.code == "invalid" and failed.error.startswith("invalid request")
     finally:
         await nc.close()
 

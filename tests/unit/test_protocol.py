@@ -48,7 +48,7 @@ def test_request_round_trips() -> None:
         Started(),
         Chunk(text="hi"),
         Done(done_reason="stop", eval_count=3),
-        Failed(error="boom", status=500),
+        Failed(error="boom", code="internal"),
     ],
     ids=["started", "chunk", "done", "failed"],
 )

@@ -73,9 +73,9 @@ def test_resolve_is_case_insensitive_and_reports_errors(store: ModelStore) -> No
     found = resolve(store, "SmolLM2:135M")
     assert found.model is not None and found.model.name == "smollm2:135m"
     missing = resolve(store, "smollm2:1b")
-    assert (missing.status, missing.error) == (404, "model 'smollm2:1b' not found")
+    assert (missing.code, missing.error) == ("not_found", "model 'smollm2:1b' not found")
     invalid = resolve(store, "bad name")
-    assert (invalid.status, invalid.error) == (400, "invalid model name")
+    assert (invalid.code, invalid.error) == ("invalid", "invalid model name")
 
 
 def test_list_shows_the_manifest_digest(store: ModelStore) -> None:
