@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
-from services.gateway import errors, info, native, openai
+from services.gateway import anthropic, errors, info, native, openai
 from services.gateway.guard import Guard
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(info.router)
     app.include_router(native.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
     return app
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.gateway import openai_format
+from services.gateway import anthropic_format, openai_format
 from services.gateway.guard import MAX_BODY, BodyTooLarge
 from services.protocol.messages import ErrorCode
 
@@ -72,9 +74,15 @@ def failure(message: str, code: ErrorCode) -> ApiError:
 
 
 def error_response(status: int, message: str, path: str = "") -> JSONResponse:
-    """The one mapping of an error to a body, per API flavour: OpenAI's error object under
-    /v1/, Ollama's `{"error": "..."}` everywhere else."""
-    body = openai_format.error(status, message) if path.startswith("/v1/") else {"error": message}
+    """The one mapping of an error to a body, per API flavour: Anthropic's under /v1/messages,
+    OpenAI's elsewhere under /v1/, Ollama's `{"error": "..."}` everywhere else."""
+    body: dict[str, Any]
+    if path.startswith("/v1/messages"):
+        body = anthropic_format.error(status, message)
+    elif path.startswith("/v1/"):
+        body = openai_format.error(status, message)
+    else:
+        body = {"error": message}
     return JSONResponse(body, status_code=status)
 
 

@@ -60,14 +60,21 @@ async def generate_request(state: GatewayState, body: GenerateBody) -> Generatio
     )
 
 
-async def chat_request(state: GatewayState, body: ChatBody) -> GenerationRequest:
+async def chat_request(
+    state: GatewayState, body: ChatBody, relax_thinking: bool = False
+) -> GenerationRequest:
+    """`relax_thinking`: a model that cannot think ignores `think` (Ollama's rule for Anthropic's
+    API) rather than refusing it."""
     check_top_logprobs(body.top_logprobs)
     if not body.model.strip():
         raise BadRequest("model is required")
     keep_alive = parse_keep_alive_field(body.keep_alive)
     messages = chat_messages(body)
     model = await state.resolve(body.model)
-    think = _think(model, body.model, parse_think(body.think))
+    think = parse_think(body.think)
+    if relax_thinking and "thinking" not in model.capabilities:
+        think = None
+    think = _think(model, body.model, think)
     wanted: list[Capability] = ["completion"]
     if body.tools:
         wanted.append("tools")
