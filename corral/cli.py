@@ -1,10 +1,12 @@
-"""The `corral` command, with `ollama`'s verbs and output: serve, run, list/ls, ps, show, stop, rm, cp."""
+"""The `corral` command, with `ollama`'s verbs and output: serve, create, run, list/ls, ps, show,
+stop, rm, cp."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -12,7 +14,9 @@ from rich.console import Console
 
 from corral import tables
 from corral.client import Client, ClientError
+from corral.create import create as create_model
 from corral.launcher import Launcher
+from corral.modelfile import ModelfileError
 from corral.nats_server import NatsServerError
 from corral.run import Session, answer, conversation, load
 from services.config import ConfigError, load_settings
@@ -63,7 +67,7 @@ def _client() -> Client:
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"Error: {message}", markup=False, highlight=False)
+    console.print(f"Error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -177,6 +181,33 @@ def cp(source: str, destination: str) -> None:
     except ClientError as exc:
         _fail(str(exc))
     typer.echo(f"copied '{source}' to '{destination}'")
+
+
+@app.command()
+def create(
+    model: str,
+    file: Annotated[Path, typer.Option("--file", "-f", help="Name of the Modelfile.")] = Path("Modelfile"),
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", "-q", help="Quantize the model to this level.")
+    ] = None,
+) -> None:
+    """Create a model from a Modelfile."""
+    try:
+        create_model(_client(), model, file.absolute(), quantize, _status)
+    except (ModelfileError, ClientError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+
+
+def _status(text: str, transient: bool) -> None:
+    """A progress line on stderr: on a terminal each replaces a transient one before it; in a
+    pipe or a log only the lasting ones are written."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\x1b[K{text}" + ("" if transient else "\n"))
+    elif not transient:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 @app.command()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import httpx
 from services.config import load_settings
 
 TIMEOUT = httpx.Timeout(10.0, read=None)  # a generation may think for as long as it likes
+UPLOAD_BLOCK = 1 << 20  # bytes read from a file and sent at a time
 
 
 class ClientError(RuntimeError):
@@ -68,6 +70,28 @@ class Client:
                     yield data
         except httpx.TransportError as exc:
             raise ClientError(self._unreachable(exc)) from exc
+
+    def upload(self, path: str, file: Path, progress: Callable[[int], None]) -> None:
+        """POST `file`'s bytes to `path`, reporting the percentage sent as it changes."""
+        size = file.stat().st_size
+
+        def chunks() -> Iterator[bytes]:
+            sent, shown = 0, -1
+            with file.open("rb") as f:
+                while block := f.read(UPLOAD_BLOCK):
+                    yield block
+                    sent += len(block)
+                    if (percent := sent * 100 // max(size, 1)) != shown:
+                        shown = percent
+                        progress(percent)
+            if size == 0:
+                progress(100)
+
+        try:
+            response = self._http.post(path, content=chunks(), headers={"Content-Length": str(size)})
+        except httpx.TransportError as exc:
+            raise ClientError(self._unreachable(exc)) from exc
+        self._check(response)
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         try:

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
-from services.gateway import anthropic, errors, info, native, openai
+from services.gateway import anthropic, changes, errors, info, native, openai
 from services.gateway.guard import Guard
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(Guard, bound_host=settings.host.host)  # outermost: before CORS and routes
 
     app.include_router(info.router)
+    app.include_router(changes.router)
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(anthropic.router)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway import jsonbody
 from services.gateway.errors import BadRequest
-from services.protocol import ChatMessage, Options, parse_keep_alive
+from services.protocol import RUNNER_OPTIONS, ChatMessage, Options, option_type, parse_keep_alive
 from services.protocol.messages import Think
 from services.telemetry import log_event
 
@@ -24,15 +24,6 @@ log = logging.getLogger("corral.gateway")
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-# Ollama's load-time runner options that decide placement and threads; corral's scheduler and
-# worker decide those themselves (OLLAMA_* settings, CORRAL_ENGINE_THREADS).
-RUNNER_HINTS: dict[str, Any] = {
-    "num_batch": int,
-    "num_gpu": int,
-    "main_gpu": int,
-    "use_mmap": bool,
-    "num_thread": int,
-}
 THINK_CHOICES = '"high", "medium", "low", "max", true, or false'
 
 _GO_TYPES = {
@@ -139,6 +130,28 @@ class ShowBody(BaseModel):
     verbose: bool = False
 
 
+class CreateBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = ""
+    name: str = ""  # Ollama's deprecated alias of `model`
+    from_: str = Field("", alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    draft_files: dict[str, str] | None = None
+    template: str = ""
+    system: str = ""
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[ChatMessageBody] | None = None
+    stream: bool | None = None
+    quantize: str = ""
+    quantization: str = ""  # Ollama's deprecated alias of `quantize`
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
+
+
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
@@ -176,18 +189,18 @@ def parse_options(raw: dict[str, Any] | None) -> Options:
     """Known options with their types checked; unknown keys ignored, as Ollama does.
 
     A `num_ctx` of 0 or less means "not set": the scheduler applies OLLAMA_CONTEXT_LENGTH.
-    Ollama's placement options (RUNNER_HINTS) are checked too, but corral places models
+    Ollama's placement options (RUNNER_OPTIONS) are checked too, but corral places models
     itself: using one is logged, not silently dropped."""
     values: dict[str, Any] = {}
     for key, value in (raw or {}).items():
-        if key in RUNNER_HINTS and value is not None:
-            _check_option(key, value, RUNNER_HINTS[key])
+        kind = option_type(key)
+        if kind is None or value is None:
+            continue
+        checked = check_option(key, value, kind)
+        if key in RUNNER_OPTIONS:
             log_event(log, "option_not_honoured", option=key)
-            continue
-        field = Options.model_fields.get(key)
-        if field is None or value is None:
-            continue
-        values[key] = _check_option(key, value, field.annotation)
+        else:
+            values[key] = checked
     options = Options.model_validate(values)
     if options.num_ctx is not None and options.num_ctx <= 0:
         options.num_ctx = None
@@ -201,10 +214,20 @@ def parse_keep_alive_field(value: Any) -> float | None:
         raise BadRequest(str(exc)) from exc
 
 
-def chat_messages(body: ChatBody) -> list[ChatMessage]:
+def parse_parameters(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """A params layer's values: Ollama's options type-checked (a wrong type is refused now, not
+    when the model loads); keys Ollama does not know are kept, as it keeps them."""
+    checked = {}
+    for key, value in (raw or {}).items():
+        kind = option_type(key)
+        checked[key] = value if kind is None or value is None else check_option(key, value, kind)
+    return checked
+
+
+def parse_messages(bodies: list[ChatMessageBody]) -> list[ChatMessage]:
     allowed = {"system", "user", "assistant", "tool"}
     messages = []
-    for message in body.messages or []:
+    for message in bodies:
         role = message.role.lower()
         if role not in allowed:
             raise BadRequest(f"invalid role {message.role!r}: expected system, user, assistant or tool")
@@ -260,17 +283,17 @@ def parse_embed_input(value: Any) -> list[str]:
     raise BadRequest("invalid input type")
 
 
-def _check_option(key: str, value: Any, annotation: Any) -> Any:
-    text = str(annotation)
-    if "bool" in text:
+def check_option(key: str, value: Any, kind: type) -> Any:
+    """`value` as option `key` of type `kind` takes it, or the 400 Ollama answers."""
+    if kind is bool:
         if not isinstance(value, bool):
             raise BadRequest(f'option "{key}" must be of type boolean')
         return value
-    if "list" in text:
+    if kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise BadRequest(f'option "{key}" must be of an array of strings')
         return value
-    if "int" in text:
+    if kind is int:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)

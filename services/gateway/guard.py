@@ -5,7 +5,8 @@ anything but this machine (a loopback, private, unspecified or local address;
 `localhost`; the host name; a name under .localhost, .local or .internal) gets 403
 with no body, and such an allowed OPTIONS gets 204: a web page that rebinds its own
 name to 127.0.0.1 cannot talk to the API. Bound anywhere else, every Host is served.
-Bodies larger than MAX_BODY are refused with 413 before they are read.
+Bodies larger than MAX_BODY are refused with 413 before they are read, bar blob uploads
+(UNLIMITED_PREFIX), which are streamed through to the store and never held whole.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY = 64 * 1024 * 1024  # bytes; a generation request must also fit a NATS message (8 MiB)
+UNLIMITED_PREFIX = "/api/blobs/"
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 
 
@@ -74,6 +76,9 @@ class Guard:
             if scope["method"] == "OPTIONS" and "origin" not in headers:
                 await _status(send, 204)
                 return
+        if scope["path"].startswith(UNLIMITED_PREFIX):
+            await self.app(scope, receive, send)
+            return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY:
             await _status(send, 413, f"request body too large: {length} bytes, at most {MAX_BODY}")

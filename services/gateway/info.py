@@ -1,4 +1,5 @@
-"""The small native routes: liveness, version, running models (/api/ps), local models (/api/tags)."""
+"""The native routes that read: liveness, version, /api/show, running models (/api/ps), local
+models (/api/tags)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 
-from services.gateway.bodies import CopyBody, DeleteBody, ShowBody, parse_body
+from services.gateway.bodies import ShowBody, parse_body
 from services.gateway.errors import BadRequest
-from services.protocol import CopyRequest, DeleteRequest, ResidentModel
+from services.protocol import ResidentModel
 from services.version import OLLAMA_API_VERSION
 
 router = APIRouter()
@@ -28,20 +29,6 @@ async def api_version() -> dict[str, str]:
     """The Ollama API version corral implements (clients gate features on it); corral's own
     version is in every response's X-Corral-Version header."""
     return {"version": OLLAMA_API_VERSION}
-
-
-@router.post("/api/copy")
-async def copy(request: Request) -> Response:
-    body = parse_body(await request.body(), CopyBody, "CopyRequest")
-    await request.app.state.corral.change(CopyRequest(source=body.source, destination=body.destination))
-    return Response(status_code=200)
-
-
-@router.delete("/api/delete")
-async def delete(request: Request) -> Response:
-    body = parse_body(await request.body(), DeleteBody, "DeleteRequest")
-    await request.app.state.corral.change(DeleteRequest(name=body.model or body.name))
-    return Response(status_code=200)
 
 
 @router.post("/api/show")
@@ -61,6 +48,7 @@ async def show(request: Request) -> dict[str, Any]:
         "details": shown.details.model_dump(),
         "model_info": shown.model_info,
         "capabilities": model.capabilities,
+        "messages": [{"role": m.role, "content": m.content} for m in model.messages],
         "modified_at": _rfc3339(shown.modified_at),
     }
     return {k: v for k, v in answer.items() if v or k == "model_info"}  # Go's omitempty

@@ -15,11 +15,11 @@ from services.gateway.bodies import (
     EmbedBody,
     EmbeddingsBody,
     GenerateBody,
-    chat_messages,
     check_top_logprobs,
     has_images,
     parse_format,
     parse_keep_alive_field,
+    parse_messages,
     parse_options,
     parse_think,
 )
@@ -69,7 +69,7 @@ async def chat_request(
     if not body.model.strip():
         raise BadRequest("model is required")
     keep_alive = parse_keep_alive_field(body.keep_alive)
-    messages = chat_messages(body)
+    messages = parse_messages(body.messages or [])
     model = await state.resolve(body.model)
     think = parse_think(body.think)
     if relax_thinking and "thinking" not in model.capabilities:

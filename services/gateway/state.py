@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -11,10 +12,15 @@ from faststream.nats import NatsBroker
 from services.config import Settings
 from services.gateway.errors import Unavailable, failure
 from services.gateway.relay import Relay
+from services.gateway.upload import send_blob
 from services.protocol import (
+    BlobRequest,
+    BlobUpload,
     CatalogList,
     CatalogRequest,
     CopyRequest,
+    CreateModelRequest,
+    CreateResult,
     DeleteRequest,
     ModelRef,
     RegistryResult,
@@ -28,7 +34,8 @@ from services.protocol import (
 from services.protocol.messages import Message
 from services.runtime import request
 
-REGISTRY_TIMEOUT = 5.0
+REGISTRY_TIMEOUT = 5.0  # seconds, for questions the registry answers from its index
+WRITE_TIMEOUT = 60.0  # seconds, for a create (it writes and fsyncs layers)
 
 
 @dataclass
@@ -70,11 +77,42 @@ class GatewayState:
         if result.error is not None:
             raise failure(result.error, result.code)
 
+    async def create(self, request: CreateModelRequest) -> list[str]:
+        """Create a model in the store: the statuses it went through; errors raise ApiError."""
+        result = CreateResult.model_validate_json(
+            await self._ask(request, subjects.REGISTRY_CREATE, WRITE_TIMEOUT)
+        )
+        if result.error is not None:
+            raise failure(result.error, result.code)
+        return result.statuses
+
+    async def head_blob(self, digest: str) -> None:
+        """Return when blob `digest` is stored; raise ApiError (400, 404) when not."""
+        result = RegistryResult.model_validate_json(
+            await self._ask(BlobRequest(digest=digest), subjects.REGISTRY_BLOB_HEAD)
+        )
+        if result.error is not None:
+            raise failure(result.error, result.code)
+
+    async def upload_blob(self, digest: str, body: AsyncIterator[bytes]) -> bool:
+        """Stream `body` into the store as blob `digest`: True when it was created, False when
+        the store had it (and `body` was not read). A body that fails to arrive, or does not
+        hash to `digest`, leaves nothing behind."""
+        opened = BlobUpload.model_validate_json(
+            await self._ask(BlobRequest(digest=digest), subjects.REGISTRY_BLOB_OPEN)
+        )
+        if opened.error is not None:
+            raise failure(opened.error, opened.code)
+        if opened.exists:
+            return False
+        await send_blob(self.broker.connection, opened.subject, body)
+        return True
+
     async def catalog(self) -> CatalogList:
         return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))
 
-    async def _ask(self, body: Message, subject: str) -> bytes:
+    async def _ask(self, body: Message, subject: str, timeout: float = REGISTRY_TIMEOUT) -> bytes:
         try:
-            return await request(self.broker, subject, body, REGISTRY_TIMEOUT)
+            return await request(self.broker, subject, body, timeout)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             raise Unavailable("model registry is not available") from exc

@@ -58,6 +58,30 @@ class Options(Message):
         return Options.model_validate(values)
 
 
+# Ollama's load-time runner options that decide placement and threads. Requests and params
+# layers may carry them (typed as below); corral's scheduler and worker decide those things
+# themselves (OLLAMA_* settings, CORRAL_ENGINE_THREADS).
+RUNNER_OPTIONS: dict[str, type] = {
+    "num_batch": int,
+    "num_gpu": int,
+    "main_gpu": int,
+    "use_mmap": bool,
+    "num_thread": int,
+}
+
+
+def option_type(name: str) -> type | None:
+    """The value type of Ollama option `name` (int, float, bool or list of str), or None
+    when Ollama has no such option."""
+    if name in RUNNER_OPTIONS:
+        return RUNNER_OPTIONS[name]
+    field = Options.model_fields.get(name)
+    if field is None:
+        return None
+    text = str(field.annotation)
+    return list if "list" in text else int if "int" in text else float
+
+
 # Ollama's DefaultOptions(), the one place they are written.
 DEFAULT_OPTIONS = Options(
     num_keep=4,
@@ -125,6 +149,7 @@ class ModelRef(Message):
     parameters: Options | None = None  # params layer: the model's default options
     capabilities: list[Capability] = Field(default_factory=list)
     context_length: int | None = None  # tokens it was trained on; num_ctx never exceeds it
+    messages: list[ChatMessage] = Field(default_factory=list)  # messages layer: put before a chat's
 
 
 Think = bool | Literal["low", "medium", "high", "max"]
@@ -309,6 +334,52 @@ class DeleteRequest(Message):
 class RegistryResult(Message):
     """The registry's answer to a change of the store: done, or Ollama's error and its code."""
 
+    error: str | None = None
+    code: ErrorCode = "internal"
+
+
+class BlobRequest(Message):
+    """Ask whether blob `digest` ("sha256:<hex>") is stored, or open an upload of it."""
+
+    digest: str
+
+
+class BlobUpload(Message):
+    """An opened upload: send the bytes in order to `subject`, each message at most
+    `chunk_size` bytes with its offset in the UPLOAD_OFFSET header, then an empty one with
+    UPLOAD_END set. `exists` means the blob is stored already and nothing need be sent."""
+
+    exists: bool = False
+    subject: str = ""
+    error: str | None = None
+    code: ErrorCode = "internal"
+
+
+class CreateModelRequest(Message):
+    """/api/create as the registry takes it: the layers come from `from_model` (a stored model)
+    or `files` (uploaded blobs: relative file name -> "sha256:<hex>"); the rest replaces or adds
+    the text layers. `license` is every license text, in order."""
+
+    name: str
+    from_model: str = ""
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    draft_files: dict[str, str] | None = None
+    template: str = ""
+    system: str = ""
+    license: list[str] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)  # typed as the gateway checked them
+    messages: list[ChatMessage] = Field(default_factory=list)
+    quantize: str = ""
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
+
+
+class CreateResult(Message):
+    """The statuses a create went through, in order (Ollama's progress texts), or its error."""
+
+    statuses: list[str] = Field(default_factory=list)
     error: str | None = None
     code: ErrorCode = "internal"
 

@@ -8,7 +8,9 @@
 | `corral.reply.<request-id>`              | core, many messages           | worker/scheduler → gateway  |
 | `corral.cancel.<request-id>`             | core pub/sub                  | gateway → scheduler, worker |
 | `corral.registry.resolve/.list/.show`    | request/reply                 | gateway → registry          |
-| `corral.registry.copy/.delete`           | request/reply                 | gateway → registry          |
+| `corral.registry.copy/.delete/.create`   | request/reply                 | gateway → registry          |
+| `corral.registry.blob.head/.open`        | request/reply                 | gateway → registry          |
+| `corral.upload.<registry>.<upload>`      | request/reply, raw bytes      | gateway → one registry      |
 """
 
 from __future__ import annotations
@@ -24,6 +26,24 @@ REGISTRY_LIST = "corral.registry.list"
 REGISTRY_SHOW = "corral.registry.show"
 REGISTRY_COPY = "corral.registry.copy"
 REGISTRY_DELETE = "corral.registry.delete"
+REGISTRY_CREATE = "corral.registry.create"
+REGISTRY_BLOB_HEAD = "corral.registry.blob.head"
+REGISTRY_BLOB_OPEN = "corral.registry.blob.open"
+# An upload's chunks: raw bytes, each with its offset (decimal bytes) in UPLOAD_OFFSET; the last,
+# empty, message carries UPLOAD_END. Every chunk is answered with a RegistryResult. A sender that
+# gives up publishes an empty message with UPLOAD_ABORT (no answer).
+UPLOAD_OFFSET = "Corral-Offset"
+UPLOAD_END = "Corral-End"
+UPLOAD_ABORT = "Corral-Abort"
+
+
+def uploads_of(registry_id: str) -> str:
+    """Wildcard subject of every upload registry instance `registry_id` holds open."""
+    return f"corral.upload.{registry_id}.*"
+
+
+def upload_subject(registry_id: str, upload_id: str) -> str:
+    return f"corral.upload.{registry_id}.{upload_id}"
 
 
 def request_subject(kind: str) -> str:

@@ -6,16 +6,12 @@ importing the package (it imports the `llm` tool at import time).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
 from importlib import metadata, resources
 from pathlib import Path
 
 from services.registry.names import ModelName, parse_name
 from services.registry.store import (
-    CONFIG_MEDIA_TYPE,
-    MANIFEST_MEDIA_TYPE,
     MODEL_MEDIA_TYPE,
     SYSTEM_MEDIA_TYPE,
     TEMPLATE_MEDIA_TYPE,
@@ -65,8 +61,8 @@ def install_bundled(store: ModelStore, name: str = BUNDLED_NAME) -> ModelName | 
     """
     model_name = parse_name(name)
     text_layers = [
-        _text_layer(store, TEMPLATE_MEDIA_TYPE, BUNDLED_TEMPLATE),
-        _text_layer(store, SYSTEM_MEDIA_TYPE, BUNDLED_SYSTEM),
+        store.put_layer(TEMPLATE_MEDIA_TYPE, BUNDLED_TEMPLATE.encode())[0],
+        store.put_layer(SYSTEM_MEDIA_TYPE, BUNDLED_SYSTEM.encode())[0],
     ]
     existing = store.find(model_name)
     if existing and store.blob(existing.weights_digest).exists():
@@ -85,25 +81,6 @@ def install_bundled(store: ModelStore, name: str = BUNDLED_NAME) -> ModelName | 
         digest = sha256_file(source)
         store.put_blob_file(source, digest)
         weights = {"mediaType": MODEL_MEDIA_TYPE, "digest": digest, "size": source.stat().st_size}
-    config_bytes = _json_bytes(_CONFIG)
-    config_digest = store.put_blob_bytes(config_bytes)
-    store.write_manifest(
-        model_name,
-        {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config_bytes)},
-            "layers": [weights, *text_layers],
-        },
-    )
+    store.write_model(model_name, _CONFIG, [weights, *text_layers])
     log_event(log, "bundled_installed", model=model_name.display_shortest, digest=str(weights["digest"])[:19])
     return model_name
-
-
-def _text_layer(store: ModelStore, media_type: str, text: str) -> dict[str, object]:
-    data = text.encode()
-    return {"mediaType": media_type, "digest": store.put_blob_bytes(data), "size": len(data)}
-
-
-def _json_bytes(value: Mapping[str, object]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()

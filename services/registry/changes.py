@@ -1,10 +1,11 @@
-"""Copying and deleting models in the store, with Ollama's errors (CopyHandler, DeleteHandler)."""
+"""Copying and deleting models, and asking for blobs, with Ollama's errors (CopyHandler,
+DeleteHandler, HeadBlobHandler)."""
 
 from __future__ import annotations
 
 from services.protocol import RegistryResult
 from services.registry.names import InvalidName, parse_name
-from services.registry.store import ModelStore
+from services.registry.store import InvalidDigest, ModelStore
 
 
 def copy(store: ModelStore, source: str, destination: str) -> RegistryResult:
@@ -28,4 +29,14 @@ def delete(store: ModelStore, name: str) -> RegistryResult:
         return RegistryResult(error=f'name "{name}" is invalid', code="invalid")
     if not store.delete(parsed):
         return RegistryResult(error=f"model '{name}' not found", code="not_found")
+    return RegistryResult()
+
+
+def head_blob(store: ModelStore, digest: str) -> RegistryResult:
+    try:
+        path = store.blob(digest)
+    except InvalidDigest as exc:
+        return RegistryResult(error=str(exc), code="invalid")
+    if not path.is_file():
+        return RegistryResult(error=f'blob "{digest}" not found', code="not_found")
     return RegistryResult()

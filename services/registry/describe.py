@@ -11,13 +11,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from services.protocol import CatalogEntry, ModelDetails, ModelRef, Options, ResolveResult, ShowResult
+from pydantic import TypeAdapter, ValidationError
+
+from services.gotemplate.gofmt import format_value
+from services.protocol import (
+    CatalogEntry,
+    ChatMessage,
+    ModelDetails,
+    ModelRef,
+    Options,
+    ResolveResult,
+    ShowResult,
+)
 from services.protocol.messages import ErrorCode
 from services.registry.capabilities import capabilities
 from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata
 from services.registry.names import InvalidName, parse_name
 from services.registry.store import (
+    ADAPTER_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
+    MESSAGES_MEDIA_TYPE,
     PARAMS_MEDIA_TYPE,
     PROJECTOR_MEDIA_TYPE,
     SYSTEM_MEDIA_TYPE,
@@ -29,6 +42,7 @@ from services.registry.store import (
 SHORT_ARRAY = 5  # /api/show empties longer arrays unless verbose, as Ollama does
 HIDDEN_KEYS = ("general.name", "tokenizer.chat_template")  # Ollama leaves these out of model_info
 PARAMETER_WIDTH = 30  # Ollama's `%-30s %v` for the parameters text
+_MESSAGES = TypeAdapter(list[ChatMessage])
 
 
 def resolve(store: ModelStore, name: str) -> ResolveResult:
@@ -57,7 +71,16 @@ def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
         parameters=Options.model_validate_json(params) if params else None,
         capabilities=capabilities(metadata, template, PROJECTOR_MEDIA_TYPE in found.layers),
         context_length=trained if isinstance(trained, int) and trained > 0 else None,
+        messages=_messages(found.text_layer(store, MESSAGES_MEDIA_TYPE)),
     )
+
+
+def _messages(layer: str | None) -> list[ChatMessage]:
+    """The messages layer: a JSON list of messages; one that does not parse counts as none."""
+    try:
+        return _MESSAGES.validate_json(layer) if layer else []
+    except ValidationError:
+        return []
 
 
 def catalog_entry(store: ModelStore, found: StoredModel) -> CatalogEntry:
@@ -91,15 +114,15 @@ def show(store: ModelStore, name: str, verbose: bool) -> ShowResult:
     if found is None:
         return ShowResult(error=error, code=code)
     ref = model_ref(store, found)
-    license_text = found.text_layer(store, LICENSE_MEDIA_TYPE) or ""
-    parameters = parameters_text(ref.parameters)
+    licenses = found.text_layers(store, LICENSE_MEDIA_TYPE)
+    parameters = _parameters(found.text_layer(store, PARAMS_MEDIA_TYPE))
     return ShowResult(
         model=ref,
         details=details(store, found),
         model_info=model_info(gguf_metadata(store.blob(found.weights_digest)), verbose),
-        parameters=parameters,
-        license=license_text,
-        modelfile=modelfile(ref, store.blob(found.weights_digest), parameters, license_text),
+        parameters=parameters_text(parameters),
+        license="\n".join(licenses),
+        modelfile=modelfile(ref, found, store, parameters, licenses),
         modified_at=found.modified_at,
     )
 
@@ -119,32 +142,54 @@ def model_info(metadata: dict[str, Any], verbose: bool) -> dict[str, Any]:
     return info
 
 
-def parameters_text(options: Options | None) -> str:
-    """The model's parameters as Ollama prints them: a name padded to 30, then the Go value."""
+def _parameters(layer: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(layer) if layer else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def parameters_text(parameters: dict[str, Any]) -> str:
+    """The params layer as Ollama prints it: a name padded to 30, then the value as Go's %#v."""
     lines = []
-    for key, value in (options.model_dump(exclude_none=True) if options else {}).items():
+    for key, value in parameters.items():
         for item in value if isinstance(value, list) else [value]:
-            lines.append(f"{key:<{PARAMETER_WIDTH}} {json.dumps(item) if isinstance(item, str) else item}")
+            shown = json.dumps(item) if isinstance(item, str) else format_value(item)
+            lines.append(f"{key:<{PARAMETER_WIDTH}} {shown}")
     return "\n".join(lines)
 
 
-def modelfile(ref: ModelRef, weights: Path, parameters: str, license_text: str) -> str:
-    """Ollama's generated Modelfile: FROM the weights, then the template, system and parameters."""
-    lines = [
+def modelfile(
+    ref: ModelRef, found: StoredModel, store: ModelStore, parameters: dict[str, Any], licenses: list[str]
+) -> str:
+    """Ollama's generated Modelfile (Model.String() under ShowHandler's header)."""
+    commands = [f"FROM {store.blob(found.weights_digest)}"]
+    commands += [f"ADAPTER {_quoted(str(p))}" for p in found.paths(store, ADAPTER_MEDIA_TYPE)]
+    commands += [f"FROM {p}" for p in found.paths(store, PROJECTOR_MEDIA_TYPE)]
+    if ref.template is not None:
+        commands.append(f"TEMPLATE {_quoted(ref.template)}")
+    if ref.system:
+        commands.append(f"SYSTEM {_quoted(ref.system)}")
+    for key, value in parameters.items():
+        for item in value if isinstance(value, list) else [value]:
+            commands.append(f"PARAMETER {key} {_quoted(format_value(item))}")
+    commands += [f"LICENSE {_quoted(text)}" for text in licenses]
+    commands += [f"MESSAGE {m.role} {_quoted(m.content)}" for m in ref.messages]
+    header = [
         '# Modelfile generated by "ollama show"',
         "# To build a new Modelfile based on this, replace FROM with:",
         f"# FROM {ref.name}",
         "",
-        f"FROM {weights}",
     ]
-    if ref.template:
-        lines.append(f'TEMPLATE """{ref.template}"""')
-    if ref.system:
-        lines.append(f'SYSTEM """{ref.system}"""')
-    lines += [f"PARAMETER {' '.join(line.split(maxsplit=1))}" for line in parameters.splitlines()]
-    if license_text:
-        lines.append(f'LICENSE """{license_text}"""')
-    return "\n".join(lines) + "\n"
+    return "\n".join(header + commands) + "\n"
+
+
+def _quoted(text: str) -> str:
+    """A Modelfile value as Ollama's parser.quote writes it."""
+    if "\n" in text or text.startswith(" ") or text.endswith(" "):
+        return f'"""{text}"""' if '"' in text else f'"{text}"'
+    return text
 
 
 @lru_cache(maxsize=64)

@@ -38,16 +38,54 @@ class SkippedArray(int):
     """A long array's place in the metadata: its element count."""
 
 
+# llama_ftype names by value, as Ollama's FileType.String() gives them (general.file_type).
+FILE_TYPES = (
+    "F32 F16 Q4_0 Q4_1 unknown unknown unknown Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S "
+    "Q4_K_M Q5_K_S Q5_K_M Q6_K IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S "
+    "IQ2_M IQ4_XS IQ1_M BF16 unknown unknown unknown TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0"
+).split()
+
+
+def is_gguf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == MAGIC
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     with path.open("rb") as f:
-        if f.read(4) != MAGIC:
-            raise NotGguf(f"{path.name} is not a GGUF file")
-        version = _read(f, "<I")
-        if version < 2:
-            raise NotGguf(f"{path.name}: GGUF version {version} is too old")
-        _read(f, "<Q")  # tensor count
-        count = _read(f, "<Q")
-        return {_string(f): _value(f, _read(f, "<I")) for _ in range(count)}
+        return _header(f, path.name)[0]
+
+
+def parameter_count(path: Path) -> int:
+    """The model's parameters: the elements of all its tensors (Ollama's general.parameter_count)."""
+    with path.open("rb") as f:
+        _, tensors = _header(f, path.name)
+        total = 0
+        for _ in range(tensors):
+            f.seek(_read(f, "<Q"), 1)  # name
+            elements = 1
+            for _ in range(_read(f, "<I")):
+                elements *= _read(f, "<Q")
+            f.seek(4 + 8, 1)  # type, offset
+            total += elements
+        return total
+
+
+def file_type(metadata: dict[str, Any]) -> str:
+    value = metadata.get("general.file_type")
+    return FILE_TYPES[value] if isinstance(value, int) and 0 <= value < len(FILE_TYPES) else "unknown"
+
+
+def _header(f: IO[bytes], name: str) -> tuple[dict[str, Any], int]:
+    """The key/values and the tensor count; leaves `f` at the first tensor's description."""
+    if f.read(4) != MAGIC:
+        raise NotGguf(f"{name} is not a GGUF file")
+    version = _read(f, "<I")
+    if version < 2:
+        raise NotGguf(f"{name}: GGUF version {version} is too old")
+    tensors = _read(f, "<Q")
+    count = _read(f, "<Q")
+    return {_string(f): _value(f, _read(f, "<I")) for _ in range(count)}, tensors
 
 
 def _value(f: IO[bytes], kind: int) -> Any:

@@ -1,13 +1,22 @@
-"""The registry's NATS shell: answers resolve, list and show from the store on disk."""
+"""The registry's NATS shell: answers resolve, list and show from the store on disk, and
+changes it: copy, delete, create, and blob uploads."""
 
 from __future__ import annotations
 
-from faststream.nats import NatsBroker
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+from faststream.nats import NatsBroker, NatsMessage
 
 from services.config import Settings
 from services.protocol import (
+    BlobRequest,
+    BlobUpload,
     CatalogList,
     CopyRequest,
+    CreateModelRequest,
+    CreateResult,
     DeleteRequest,
     RegistryResult,
     ResolveRequest,
@@ -18,14 +27,21 @@ from services.protocol import (
 )
 from services.registry import changes
 from services.registry.bundled import install_bundled
+from services.registry.create import create
 from services.registry.describe import catalog_entry, resolve, show
-from services.registry.store import ModelStore
+from services.registry.store import InvalidDigest, ModelStore
+from services.registry.uploads import IDLE_SECONDS, UploadError, Uploads
+
+SWEEP_SECONDS = IDLE_SECONDS / 4
 
 
-def register(broker: NatsBroker, settings: Settings) -> ModelStore:
-    """Install the bundled model and bind the registry's handlers to `broker`."""
+def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[None]]:
+    """Install the bundled model and bind the registry's handlers to `broker`; returns the
+    loop that abandons idle uploads, to run beside them."""
     store = ModelStore(settings.models)
     install_bundled(store)
+    uploads = Uploads(store)
+    registry_id = uuid.uuid4().hex[:12]
 
     @broker.subscriber(subjects.REGISTRY_RESOLVE, queue="registry")
     async def on_resolve(request: ResolveRequest) -> ResolveResult:
@@ -47,4 +63,48 @@ def register(broker: NatsBroker, settings: Settings) -> ModelStore:
     async def on_delete(request: DeleteRequest) -> RegistryResult:
         return changes.delete(store, request.name)
 
-    return store
+    @broker.subscriber(subjects.REGISTRY_CREATE, queue="registry")
+    async def on_create(request: CreateModelRequest) -> CreateResult:
+        return await asyncio.to_thread(create, store, request)
+
+    @broker.subscriber(subjects.REGISTRY_BLOB_HEAD, queue="registry")
+    async def on_blob_head(request: BlobRequest) -> RegistryResult:
+        return changes.head_blob(store, request.digest)
+
+    @broker.subscriber(subjects.REGISTRY_BLOB_OPEN, queue="registry")
+    async def on_blob_open(request: BlobRequest) -> BlobUpload:
+        try:
+            upload_id = uploads.open(request.digest)
+        except InvalidDigest as exc:
+            return BlobUpload(error=str(exc), code="invalid")
+        if upload_id is None:
+            return BlobUpload(exists=True)
+        return BlobUpload(subject=subjects.upload_subject(registry_id, upload_id))
+
+    @broker.subscriber(subjects.uploads_of(registry_id))
+    async def on_upload(message: NatsMessage) -> RegistryResult | None:
+        upload_id = subjects.request_id_of(message.raw_message.subject)
+        headers = message.headers
+        if subjects.UPLOAD_ABORT in headers:
+            uploads.abort(upload_id)
+            return None
+        try:
+            if subjects.UPLOAD_END in headers:
+                await asyncio.to_thread(uploads.finish, upload_id)
+            else:
+                offset = int(headers.get(subjects.UPLOAD_OFFSET, "-1"))
+                await asyncio.to_thread(uploads.write, upload_id, offset, message.body)
+        except UploadError as exc:
+            return RegistryResult(error=str(exc), code=exc.code)
+        return RegistryResult()
+
+    async def sweep_uploads() -> None:
+        try:
+            while True:
+                uploads.sweep()
+                uploads.remove_orphans()
+                await asyncio.sleep(SWEEP_SECONDS)
+        finally:
+            uploads.close()
+
+    return sweep_uploads

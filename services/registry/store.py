@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ SYSTEM_MEDIA_TYPE = "application/vnd.ollama.image.system"
 PARAMS_MEDIA_TYPE = "application/vnd.ollama.image.params"
 PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
 LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
+MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
+ADAPTER_MEDIA_TYPE = "application/vnd.ollama.image.adapter"
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 
 
@@ -52,11 +54,19 @@ class StoredModel:
     modified_at: float
     config: dict[str, object]
     layers: dict[str, str]  # media type -> digest of its (first) layer
+    ordered: tuple[tuple[str, str], ...] = ()  # every layer as (media type, digest), in order
 
     def text_layer(self, store: ModelStore, media_type: str) -> str | None:
         """A small layer's text (template, system), or None when the manifest has none."""
         digest = self.layers.get(media_type)
         return store.blob(digest).read_text(encoding="utf-8") if digest else None
+
+    def text_layers(self, store: ModelStore, media_type: str) -> list[str]:
+        """The text of every layer of `media_type` (licenses), in order."""
+        return [store.blob(d).read_text(encoding="utf-8") for t, d in self.ordered if t == media_type]
+
+    def paths(self, store: ModelStore, media_type: str) -> list[Path]:
+        return [store.blob(d) for t, d in self.ordered if t == media_type]
 
 
 def blob_path(root: Path, digest: str) -> Path:
@@ -110,8 +120,57 @@ class ModelStore:
             _atomic_write(target, data)
         return digest
 
+    def put_layer(self, media_type: str, data: bytes) -> tuple[dict[str, Any], str]:
+        """Store `data` as a layer of `media_type`: the layer, and Ollama's status for it
+        ("creating new layer sha256:…", or "using existing layer sha256:…" when stored already)."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        created = not self.blob(digest).exists()
+        self.put_blob_bytes(data)
+        status = f"{'creating new' if created else 'using existing'} layer {digest}"
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}, status
+
+    def manifest(self, name: ModelName) -> dict[str, Any] | None:
+        """The stored manifest of `name` as JSON, or None."""
+        path = self._existing_manifest(name)
+        try:
+            return json.loads(path.read_bytes()) if path else None
+        except (OSError, ValueError):
+            return None
+
     def write_manifest(self, name: ModelName, manifest: dict[str, object]) -> None:
         _atomic_write(self.manifest_path(name), json.dumps(manifest, indent=None).encode())
+
+    def write_model(
+        self, name: ModelName, config: Mapping[str, object], layers: list[dict[str, Any]]
+    ) -> None:
+        """Store `config` as the config blob (JSON, as Go's encoder writes it) and write the
+        manifest of `name` over it and `layers`, in that order."""
+        config_bytes = (json.dumps(config) + "\n").encode()
+        config_digest = self.put_blob_bytes(config_bytes)
+        self.write_manifest(
+            name,
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "config": {
+                    "mediaType": CONFIG_MEDIA_TYPE,
+                    "digest": config_digest,
+                    "size": len(config_bytes),
+                },
+                "layers": layers,
+            },
+        )
+
+    def prune(self, digests: set[str]) -> None:
+        """Remove those of `digests` no stored manifest refers to."""
+        unused = set(digests)
+        for remaining in self._manifests():
+            try:
+                unused -= manifest_digests(json.loads(remaining.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        for digest in unused:
+            self.blob(digest).unlink(missing_ok=True)
 
     def copy(self, source: ModelName, destination: ModelName) -> bool:
         """`destination` becomes a second name for `source`'s manifest; False if there is none."""
@@ -129,15 +188,9 @@ class ModelStore:
         path = self._existing_manifest(name)
         if path is None:
             return False
-        digests = _digests(json.loads(path.read_bytes()))
+        digests = manifest_digests(json.loads(path.read_bytes()))
         path.unlink()
-        for remaining in self._manifests():
-            try:
-                digests -= _digests(json.loads(remaining.read_bytes()))
-            except (OSError, ValueError):
-                continue
-        for digest in digests:
-            self.blob(digest).unlink(missing_ok=True)
+        self.prune(digests)
         return True
 
     def find(self, name: ModelName) -> StoredModel | None:
@@ -186,10 +239,11 @@ class ModelStore:
             modified_at=path.stat().st_mtime,
             config=config,
             layers={layer["mediaType"]: layer["digest"] for layer in reversed(layers)},
+            ordered=tuple((layer["mediaType"], layer["digest"]) for layer in layers),
         )
 
 
-def _digests(manifest: dict[str, Any]) -> set[str]:
+def manifest_digests(manifest: dict[str, Any]) -> set[str]:
     """Every blob a manifest refers to: its layers and its config."""
     layers = [*manifest.get("layers", []), manifest.get("config") or {}]
     return {str(layer["digest"]) for layer in layers if layer.get("digest")}

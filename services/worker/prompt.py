@@ -124,6 +124,7 @@ def _render_go(request: GenerationRequest, tokenizer: Tokenizer, num_ctx: int, s
                 prompt=request.prompt,
                 system=request.system or request.model.system or "",
                 suffix=request.suffix or "",
+                history=[_template_message(m) for m in _model_messages(request)],
                 think=request.think,
                 num_ctx=num_ctx,
                 count_tokens=count,
@@ -174,11 +175,16 @@ def conversation(request: GenerationRequest) -> list[ChatMessage]:
     system = request.system or request.model.system
     if request.kind == "generate":
         head = [ChatMessage(role="system", content=system)] if system else []
-        return [*head, ChatMessage(role="user", content=request.prompt)]
-    messages = list(request.messages)
-    if request.model.system and not (messages and messages[0].role == "system"):
+        return [*head, *_model_messages(request), ChatMessage(role="user", content=request.prompt)]
+    messages = [*request.model.messages, *request.messages]
+    if request.model.system and not (request.messages and request.messages[0].role == "system"):
         messages.insert(0, ChatMessage(role="system", content=request.model.system))
     return messages
+
+
+def _model_messages(request: GenerationRequest) -> list[ChatMessage]:
+    """The model's MESSAGE lines a generate renders: none when it continues a `context`."""
+    return list(request.model.messages) if request.context is None else []
 
 
 @lru_cache(maxsize=32)

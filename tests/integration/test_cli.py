@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.modelfile import INVALID_COMMAND
 from tests.stack import MODEL, Stack
 from tests.watch import DEADLINE
 
@@ -56,6 +57,49 @@ def test_show_cp_rm_stop(stack: Stack) -> None:
     assert corral(stack, "rm", "mine:cli").stdout.strip() == "deleted 'mine:cli'"
     assert corral(stack, "stop", MODEL).returncode == 0
     assert not any(line.startswith(MODEL) for line in corral(stack, "ps").stdout.splitlines())
+
+
+def test_create_from_a_modelfile(stack: Stack, tmp_path: Path) -> None:
+    """FROM a local GGUF (uploaded as a blob first) and FROM a model, with the other commands."""
+    shown = corral(stack, "show", MODEL, "--modelfile").stdout
+    gguf = next(line[5:] for line in shown.splitlines() if line.startswith("FROM /"))
+    (tmp_path / "weights.gguf").symlink_to(gguf)
+    (tmp_path / "Modelfile").write_text(
+        'FROM ./weights.gguf\nSYSTEM """You are terse."""\nPARAMETER temperature 0.2\n'
+        "PARAMETER stop <end>\nMESSAGE user Hi\nMESSAGE assistant Hello.\n"
+    )
+    made = corral(stack, "create", "terse", "-f", str(tmp_path / "Modelfile"))
+    assert made.returncode == 0, made.stderr
+    lines = made.stderr.splitlines()
+    assert lines[0].startswith("copying file sha256:") and lines[0].endswith(" 100%")
+    assert lines[1] == "parsing GGUF" and lines[-2:] == ["writing manifest", "success"]
+    modelfile = corral(stack, "show", "terse", "--modelfile").stdout
+    assert "SYSTEM You are terse.\n" in modelfile and "PARAMETER temperature 0.2\n" in modelfile
+    assert modelfile.rstrip().endswith("PARAMETER stop <end>\nMESSAGE user Hi\nMESSAGE assistant Hello.")
+    assert corral(stack, "run", "terse", "Hi").returncode == 0
+
+    (tmp_path / "Modelfile").write_text("FROM terse\nSYSTEM Be brief.\n")  # run from its directory
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
+    again = subprocess.run(
+        [CORRAL, "create", "brief"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert again.returncode == 0 and again.stderr.splitlines()[-1] == "success"
+    assert "PARAMETER temperature 0.2" in corral(stack, "show", "brief", "--modelfile").stdout  # inherited
+    assert corral(stack, "rm", "brief", "terse").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("modelfile", "error"),
+    [("FROM nope\n", 'Error: model "nope" not found'),
+     ("FORM x\n", f"Error: (line 1): {INVALID_COMMAND}"),
+     ("FROM x\nPARAMETER heat 3\n", "Error: unknown parameter 'heat'"),
+     ("SYSTEM hi\n", "Error: no FROM line")],
+    ids=["unknown-model", "bad-command", "bad-parameter", "no-from"],
+)  # fmt: skip
+def test_create_errors(stack: Stack, tmp_path: Path, modelfile: str, error: str) -> None:
+    (tmp_path / "Modelfile").write_text(modelfile)
+    done = corral(stack, "create", "x", "-f", str(tmp_path / "Modelfile"))
+    assert done.returncode == 1 and done.stderr.strip() == error
 
 
 @pytest.mark.parametrize(

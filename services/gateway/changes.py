@@ -1,0 +1,77 @@
+"""The native routes that change the store: copy, delete, create, and blobs (upload, ask)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from services.gateway.bodies import (
+    CopyBody,
+    CreateBody,
+    DeleteBody,
+    parse_body,
+    parse_messages,
+    parse_parameters,
+)
+from services.protocol import CopyRequest, CreateModelRequest, DeleteRequest
+
+router = APIRouter()
+
+
+@router.post("/api/copy")
+async def copy(request: Request) -> Response:
+    body = parse_body(await request.body(), CopyBody, "CopyRequest")
+    await request.app.state.corral.change(CopyRequest(source=body.source, destination=body.destination))
+    return Response(status_code=200)
+
+
+@router.delete("/api/delete")
+async def delete(request: Request) -> Response:
+    body = parse_body(await request.body(), DeleteBody, "DeleteRequest")
+    await request.app.state.corral.change(DeleteRequest(name=body.model or body.name))
+    return Response(status_code=200)
+
+
+@router.post("/api/create")
+async def create(request: Request) -> Response:
+    """Ollama's CreateHandler: the statuses as NDJSON progress, or (stream false) the last."""
+    body = parse_body(await request.body(), CreateBody, "CreateRequest")
+    licenses = [body.license] if isinstance(body.license, str) else body.license or []
+    statuses = await request.app.state.corral.create(
+        CreateModelRequest(
+            name=body.model or body.name,
+            from_model=body.from_,
+            files=body.files,
+            adapters=body.adapters,
+            draft_files=body.draft_files,
+            template=body.template,
+            system=body.system,
+            license=licenses,
+            parameters=parse_parameters(body.parameters),
+            messages=parse_messages(body.messages or []),
+            quantize=body.quantize or body.quantization,
+            renderer=body.renderer,
+            parser=body.parser,
+            requires=body.requires,
+        )
+    )
+    if body.stream is False:
+        return JSONResponse({"status": statuses[-1]})
+    lines = "".join(json.dumps({"status": status}) + "\n" for status in statuses)
+    return Response(lines, media_type="application/x-ndjson")
+
+
+@router.head("/api/blobs/{digest}")
+async def head_blob(request: Request, digest: str) -> Response:
+    await request.app.state.corral.head_blob(digest)
+    return Response(status_code=200)
+
+
+@router.post("/api/blobs/{digest}")
+async def upload_blob(request: Request, digest: str) -> Response:
+    """The body is streamed to the registry as it arrives, never held whole: 201 when the blob
+    was created, 200 when the store had it already."""
+    created = await request.app.state.corral.upload_blob(digest, request.stream())
+    return Response(status_code=201 if created else 200)

@@ -1,0 +1,284 @@
+"""Creating a model in the store (Ollama's CreateHandler and createModel).
+
+The layers come from a stored model (`from`) or from uploaded GGUF blobs (`files`); the
+template, system prompt, licenses, parameters and messages of the request then replace or
+add layers; a config layer describes the weights; the manifest is written last, in one
+rename, and the layers the name's previous manifest alone used are pruned.
+
+Not done here (each a clear error): converting safetensors, split GGUF files, adapters,
+draft models and quantizing. corral renders a GGUF's own chat template when a model has no template
+layer, so Ollama's template autodetection has no counterpart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.gotemplate import TemplateError
+from services.gotemplate import parse as parse_template
+from services.protocol import CreateModelRequest, CreateResult
+from services.protocol.messages import ErrorCode
+from services.registry.gguf_metadata import NotGguf, file_type, is_gguf, parameter_count, read_metadata
+from services.registry.names import InvalidName, ModelName, parse_name
+from services.registry.store import (
+    ADAPTER_MEDIA_TYPE,
+    LICENSE_MEDIA_TYPE,
+    MESSAGES_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
+    PARAMS_MEDIA_TYPE,
+    PROJECTOR_MEDIA_TYPE,
+    SYSTEM_MEDIA_TYPE,
+    TEMPLATE_MEDIA_TYPE,
+    InvalidDigest,
+    ModelStore,
+    manifest_digests,
+)
+
+# ggml.ParseFileType: the quantization types Ollama's create accepts.
+QUANTIZE_TYPES = {"F32": "F32", "F16": "F16", "Q8_0": "Q8_0", "Q4_K_S": "Q4_K_S", "Q4_K_M": "Q4_K_M"}
+QUANTIZE_TYPES |= {"Q4_K": "Q4_K_M", "BF16": "BF16"}
+QUANTIZABLE = ("F16", "BF16", "F32")
+_WEIGHT_TYPES = (MODEL_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE, ADAPTER_MEDIA_TYPE)
+
+
+class CreateError(Exception):
+    def __init__(self, message: str, code: ErrorCode = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Draft:
+    """The manifest being built: its layers in order, the config, and the statuses so far."""
+
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    statuses: list[str] = field(default_factory=list)
+
+    def replace(self, media_type: str, layer: dict[str, Any] | None) -> None:
+        self.layers = [existing for existing in self.layers if existing["mediaType"] != media_type]
+        if layer is not None:
+            self.layers.append(layer)
+
+
+def create(store: ModelStore, request: CreateModelRequest) -> CreateResult:
+    """Create (or replace) model `request.name`; the statuses, or Ollama's error."""
+    try:
+        draft = _Draft()
+        name = _target_name(store, request.name)
+        _check_files(request.files or {})
+        if request.from_model:
+            _layers_from_model(store, request.from_model, draft)
+        elif request.files is not None:
+            _layers_from_files(store, request.files, draft)
+        else:
+            raise CreateError("neither 'from' or 'files' was specified")
+        if request.adapters:
+            raise CreateError("adapters are not supported by corral yet")
+        if request.draft_files:
+            raise CreateError("draft models are not supported by corral yet")
+        _check_quantize(request.quantize, draft)
+        _text_layers(store, request, draft)
+        draft.statuses += [layer.pop("status") for layer in draft.layers if "status" in layer]
+        previous = store.manifest(name)
+        _write(store, name, request, draft)
+    except CreateError as exc:
+        return CreateResult(error=str(exc), code=exc.code)
+    except OSError as exc:
+        return CreateResult(error=f"creating model: {exc.strerror or exc}", code="internal")
+    if previous is not None:
+        store.prune(manifest_digests(previous))
+    return CreateResult(statuses=[*draft.statuses, "writing manifest", "success"])
+
+
+def _target_name(store: ModelStore, text: str) -> ModelName:
+    """The name to create: an existing model's own spelling when only the case differs."""
+    try:
+        name = parse_name(text)
+    except InvalidName as exc:
+        raise CreateError("invalid model name") from exc
+    existing = store.find(name)
+    return existing.name if existing else name
+
+
+def _check_files(files: dict[str, str]) -> None:
+    for path, digest in files.items():
+        if not _valid_relative(path):
+            raise CreateError("file path must be relative")
+        if not digest:
+            raise CreateError("invalid digest format")
+
+
+def _valid_relative(path: str) -> bool:
+    """Go's fs.ValidPath: unrooted, slash-separated, no empty, `.` or `..` elements."""
+    if path == ".":
+        return True
+    parts = path.split("/")
+    return bool(path) and all(part not in ("", ".", "..") for part in parts) and "\\" not in path
+
+
+def _layers_from_model(store: ModelStore, source: str, draft: _Draft) -> None:
+    try:
+        source_name = parse_name(source)
+    except InvalidName as exc:
+        raise CreateError("invalid model name") from exc
+    manifest = store.manifest(source_name)
+    found = store.find(source_name)
+    if manifest is None or found is None:
+        raise CreateError(f'model "{source}" not found', "not_found")
+    for layer in manifest.get("layers", []):
+        draft.layers.append({**layer, "status": f"using existing layer {layer['digest']}"})
+    for key in ("renderer", "parser", "requires", "model_format", "capabilities"):
+        if found.config.get(key):
+            draft.config[key] = found.config[key]
+    _describe_weights(store, draft)
+
+
+def _layers_from_files(store: ModelStore, files: dict[str, str], draft: _Draft) -> None:
+    if not files:
+        raise CreateError("no files provided to convert")
+    if any(path.endswith(".safetensors") for path in files):
+        raise CreateError("converting safetensors models is not supported by corral: create from a GGUF file")
+    blobs = {path: _blob(store, digest) for path, digest in files.items()}
+    if not any(path.endswith(".gguf") for path in files) and not any(is_gguf(b) for b in blobs.values()):
+        raise CreateError("unknown type")
+    for path in sorted(files):
+        draft.statuses.append("parsing GGUF")
+        try:
+            metadata = read_metadata(blobs[path])
+        except NotGguf as exc:
+            raise CreateError("supplied file was not in GGUF format") from exc
+        if int(metadata.get("split.count", 1) or 1) > 1:
+            raise CreateError(
+                "split GGUF files are not supported by corral yet: merge them with llama-gguf-split"
+            )
+        digest = "sha256:" + blobs[path].name.removeprefix("sha256-")
+        size = blobs[path].stat().st_size
+        status = f"using existing layer {digest}"
+        draft.layers.append(
+            {"mediaType": _weights_kind(metadata), "digest": digest, "size": size, "status": status}
+        )
+    if sum(layer["mediaType"] == MODEL_MEDIA_TYPE for layer in draft.layers) != 1:
+        raise CreateError("a model needs exactly one GGUF file of weights (and at most one projector)")
+    _describe_weights(store, draft)
+
+
+def _blob(store: ModelStore, digest: str) -> Path:
+    try:
+        path = store.blob(digest)
+    except InvalidDigest as exc:
+        raise CreateError("invalid digest format") from exc
+    if not path.is_file():
+        raise CreateError(f'blob "{digest}" not found', "not_found")
+    return path
+
+
+def _weights_kind(metadata: dict[str, Any]) -> str:
+    """Ollama's media type for a GGUF: an adapter, a projector (isProjectorGGUF), or a model."""
+    kind = metadata.get("general.type")
+    if kind == "adapter":
+        return ADAPTER_MEDIA_TYPE
+    architecture = metadata.get("general.architecture", "")
+    blocks = metadata.get(f"{architecture}.block_count", 0)
+    if (
+        kind in ("projector", "mmproj")
+        or (not blocks and metadata.get(f"{architecture}.vision.block_count"))
+        or (architecture == "clip" and not blocks)
+    ):
+        return PROJECTOR_MEDIA_TYPE
+    return MODEL_MEDIA_TYPE
+
+
+def _describe_weights(store: ModelStore, draft: _Draft) -> None:
+    """The config's description of the weights layer, from its GGUF (createModel)."""
+    weights = next((layer for layer in draft.layers if layer["mediaType"] == MODEL_MEDIA_TYPE), None)
+    if weights is None:
+        raise CreateError("the model has no weights layer")
+    path = _blob(store, str(weights["digest"]))
+    metadata = read_metadata(path)
+    architecture = str(metadata.get("general.architecture", ""))
+    draft.config.setdefault("model_format", "gguf")
+    draft.config.update(
+        model_family=architecture,
+        model_families=[architecture],
+        model_type=human_number(parameter_count(path)),
+        file_type=file_type(metadata),
+    )
+
+
+def human_number(count: int) -> str:
+    """Ollama's format.HumanNumber: 134515008 -> "134.52M", 8000000000 -> "8B"."""
+    for size, suffix, decimals in ((10**9, "B", 1), (10**6, "M", 2)):
+        if count >= size:
+            number = count / size
+            return f"{number:.0f}{suffix}" if number == int(number) else f"{number:.{decimals}f}{suffix}"
+    return f"{count / 1000:.0f}K" if count >= 1000 else str(count)
+
+
+def _check_quantize(quantize: str, draft: _Draft) -> None:
+    wanted = quantize.upper()
+    if not wanted:
+        return
+    if wanted not in QUANTIZE_TYPES:
+        raise CreateError(
+            f"unsupported quantization type {wanted} - supported types are F32, F16, Q4_K_S, Q4_K_M, Q8_0"
+        )
+    have = draft.config.get("file_type", "")
+    if have not in QUANTIZABLE:
+        raise CreateError("quantization is only supported for F16, BF16 and F32 models")
+    if have != QUANTIZE_TYPES[wanted]:
+        raise CreateError(
+            f"quantizing {have} models to {QUANTIZE_TYPES[wanted]} is not supported by corral yet"
+        )
+
+
+def _text_layers(store: ModelStore, request: CreateModelRequest, draft: _Draft) -> None:
+    """Template, system, licenses, parameters and messages, as createModel sets them."""
+    if request.template:
+        try:
+            parse_template(request.template)
+        except TemplateError as exc:
+            raise CreateError(f"template error: {exc}") from exc
+        draft.replace(TEMPLATE_MEDIA_TYPE, _put(store, TEMPLATE_MEDIA_TYPE, request.template.encode()))
+    if request.system:
+        draft.replace(SYSTEM_MEDIA_TYPE, _put(store, SYSTEM_MEDIA_TYPE, request.system.encode()))
+    for text in request.license:
+        if text:
+            draft.layers.append(_put(store, LICENSE_MEDIA_TYPE, text.encode()))
+    parameters = {**_existing_parameters(store, draft), **request.parameters}
+    if parameters:
+        data = (json.dumps(parameters) + "\n").encode()
+        draft.replace(PARAMS_MEDIA_TYPE, _put(store, PARAMS_MEDIA_TYPE, data))
+    if request.messages:
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        data = (json.dumps(messages) + "\n").encode()
+        draft.replace(MESSAGES_MEDIA_TYPE, _put(store, MESSAGES_MEDIA_TYPE, data))
+
+
+def _put(store: ModelStore, media_type: str, data: bytes) -> dict[str, Any]:
+    layer, status = store.put_layer(media_type, data)
+    return {**layer, "status": status}
+
+
+def _existing_parameters(store: ModelStore, draft: _Draft) -> dict[str, Any]:
+    layer = next((layer for layer in draft.layers if layer["mediaType"] == PARAMS_MEDIA_TYPE), None)
+    if layer is None:
+        return {}
+    try:
+        value = json.loads(store.blob(str(layer["digest"])).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write(store: ModelStore, name: ModelName, request: CreateModelRequest, draft: _Draft) -> None:
+    config = {
+        **draft.config,
+        **{key: value for key in ("renderer", "parser", "requires") if (value := getattr(request, key))},
+        "architecture": "amd64",
+        "os": "linux",
+    }
+    store.write_model(name, config, draft.layers)

@@ -1,0 +1,181 @@
+"""Creating models in the store: layers from a model or from GGUF blobs, text layers on top."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.protocol import ChatMessage, CreateModelRequest
+from services.registry.bundled import BUNDLED_NAME, install_bundled
+from services.registry.create import create, human_number
+from services.registry.describe import resolve, show
+from services.registry.names import parse_name
+from services.registry.store import ModelStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    store = ModelStore(tmp_path)
+    assert install_bundled(store) is not None
+    return store
+
+
+def weights(store: ModelStore) -> str:
+    found = store.find(parse_name(BUNDLED_NAME))
+    assert found is not None
+    return found.weights_digest
+
+
+def manifest(store: ModelStore, name: str) -> dict[str, object]:
+    found = store.manifest(parse_name(name))
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [(134_515_008, "134.52M"), (8_000_000_000, "8B"), (8_030_261_248, "8.0B"), (7_000_000, "7M"),
+     (1_500, "2K"), (999, "999")],
+)  # fmt: skip
+def test_human_number_is_ollamas(count: int, shown: str) -> None:
+    assert human_number(count) == shown
+
+
+def test_from_a_gguf_blob(store: ModelStore) -> None:
+    result = create(store, CreateModelRequest(name="mine", files={"model.gguf": weights(store)}))
+    assert result.error is None
+    assert result.statuses == [
+        "parsing GGUF",
+        f"using existing layer {weights(store)}",
+        "writing manifest",
+        "success",
+    ]
+    shown = show(store, "mine", verbose=False)
+    assert shown.model is not None and shown.model.template is None  # the GGUF's own template renders
+    assert shown.details.model_dump() == {
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "134.52M",
+        "quantization_level": "Q4_1",
+    }
+
+
+def test_from_a_model_with_every_text_layer(store: ModelStore) -> None:
+    request = CreateModelRequest(
+        name="pirate",
+        from_model=BUNDLED_NAME,
+        system="Talk like a pirate.",
+        license=["MIT", "Apache-2.0"],
+        parameters={"temperature": 0.0, "stop": ["<|im_end|>", "Arr"]},
+        messages=[ChatMessage(role="user", content="Hi"), ChatMessage(role="assistant", content="Arr!")],
+    )
+    result = create(store, request)
+    assert result.error is None and result.statuses[-2:] == ["writing manifest", "success"]
+    assert f"using existing layer {weights(store)}" in result.statuses
+    assert (
+        sum(s.startswith("creating new layer") for s in result.statuses) == 5
+    )  # system, 2 licenses, params, messages
+    resolved = resolve(store, "pirate").model
+    assert resolved is not None
+    assert resolved.system == "Talk like a pirate."
+    assert resolved.template == resolve(store, BUNDLED_NAME).model.template  # type: ignore[union-attr]
+    assert resolved.parameters is not None and resolved.parameters.stop == ["<|im_end|>", "Arr"]
+    assert [m.content for m in resolved.messages] == ["Hi", "Arr!"]
+    shown = show(store, "pirate", verbose=False)
+    assert shown.license == "MIT\nApache-2.0"
+    assert shown.parameters.splitlines() == [
+        f"{'temperature':<30} 0",
+        f'{"stop":<30} "<|im_end|>"',
+        f'{"stop":<30} "Arr"',
+    ]
+    assert "SYSTEM Talk like a pirate." in shown.modelfile
+    assert "PARAMETER stop <|im_end|>\n" in shown.modelfile
+    assert shown.modelfile.endswith(
+        "LICENSE MIT\nLICENSE Apache-2.0\nMESSAGE user Hi\nMESSAGE assistant Arr!\n"
+    )
+
+
+def test_parameters_merge_with_the_base_models(store: ModelStore) -> None:
+    create(
+        store,
+        CreateModelRequest(name="a", from_model=BUNDLED_NAME, parameters={"temperature": 0.5, "top_k": 3}),
+    )
+    create(store, CreateModelRequest(name="b", from_model="a", parameters={"temperature": 0.1}))
+    params = resolve(store, "b").model.parameters  # type: ignore[union-attr]
+    assert params is not None and (params.temperature, params.top_k) == (0.1, 3)
+
+
+def test_recreating_a_name_replaces_it_and_prunes_what_only_it_used(store: ModelStore) -> None:
+    create(store, CreateModelRequest(name="m", from_model=BUNDLED_NAME, system="first"))
+    first = [layer["digest"] for layer in manifest(store, "m")["layers"]]  # type: ignore[attr-defined]
+    create(store, CreateModelRequest(name="M", from_model=BUNDLED_NAME, system="second"))
+    assert [m.name.display_shortest for m in store.list()].count("m:latest") == 1  # same name, its case kept
+    assert resolve(store, "m").model.system == "second"  # type: ignore[union-attr]
+    gone = [d for d in first if not store.blob(d).exists()]
+    assert len(gone) == 1 and store.blob(gone[0]).name.endswith(gone[0].split(":")[1])
+    assert store.blob(weights(store)).exists()
+
+
+NO_BLOB = "sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "code", "error"),
+    [
+        ({"name": "bad name!", "from_model": BUNDLED_NAME}, "invalid", "invalid model name"),
+        ({"name": "x"}, "invalid", "neither 'from' or 'files' was specified"),
+        ({"name": "x", "from_model": "nope"}, "not_found", 'model "nope" not found'),
+        ({"name": "x", "files": {"/etc/model.gguf": NO_BLOB}}, "invalid", "file path must be relative"),
+        ({"name": "x", "files": {"../model.gguf": NO_BLOB}}, "invalid", "file path must be relative"),
+        ({"name": "x", "files": {"model.gguf": ""}}, "invalid", "invalid digest format"),
+        ({"name": "x", "files": {"model.gguf": "md5:1"}}, "invalid", "invalid digest format"),
+        ({"name": "x", "files": {}}, "invalid", "no files provided to convert"),
+        ({"name": "x", "files": {"model.gguf": NO_BLOB}}, "not_found",
+         f'blob "{NO_BLOB}" not found'),
+        ({"name": "x", "files": {"model.safetensors": NO_BLOB}}, "invalid",
+         "converting safetensors models is not supported by corral: create from a GGUF file"),
+        ({"name": "x", "from_model": BUNDLED_NAME, "template": "{{ .Prompt"}, "invalid", "template error: "),
+        ({"name": "x", "from_model": BUNDLED_NAME, "quantize": "q4_K_M"}, "invalid",
+         "quantization is only supported for F16, BF16 and F32 models"),
+        ({"name": "x", "from_model": BUNDLED_NAME, "quantize": "q9"}, "invalid",
+         "unsupported quantization type Q9 - supported types are F32, F16, Q4_K_S, Q4_K_M, Q8_0"),
+        ({"name": "x", "from_model": BUNDLED_NAME, "adapters": {"a.gguf": NO_BLOB}}, "invalid",
+         "adapters are not supported by corral yet"),
+        ({"name": "x", "from_model": BUNDLED_NAME, "draft_files": {"d.gguf": NO_BLOB}}, "invalid",
+         "draft models are not supported by corral yet"),
+    ],
+)  # fmt: skip
+def test_errors(store: ModelStore, request_fields: dict[str, object], code: str, error: str) -> None:
+    before = sorted(p.name for p in store.root.rglob("*"))
+    result = create(store, CreateModelRequest.model_validate(request_fields))
+    assert result.code == code and result.error is not None and result.error.startswith(error)
+    assert not result.statuses
+    assert sorted(p.name for p in store.root.rglob("*")) == before  # nothing written
+
+
+def test_a_file_that_is_not_gguf(store: ModelStore) -> None:
+    digest = store.put_blob_bytes(b"not a model")
+    unknown = create(store, CreateModelRequest(name="x", files={"weights.bin": digest}))
+    assert (unknown.code, unknown.error) == ("invalid", "unknown type")
+    named = create(store, CreateModelRequest(name="x", files={"weights.gguf": digest}))
+    assert (named.code, named.error) == ("invalid", "supplied file was not in GGUF format")
+
+
+def test_the_config_describes_the_weights(store: ModelStore) -> None:
+    create(store, CreateModelRequest(name="c", files={"m.gguf": weights(store)}, requires="0.14.0"))
+    config_digest = manifest(store, "c")["config"]["digest"]  # type: ignore[index]
+    config = json.loads(store.blob(config_digest).read_text())
+    assert config == {
+        "model_format": "gguf",
+        "model_family": "llama",
+        "model_families": ["llama"],
+        "model_type": "134.52M",
+        "file_type": "Q4_1",
+        "requires": "0.14.0",
+        "architecture": "amd64",
+        "os": "linux",
+    }
