@@ -1,4 +1,4 @@
-"""The native routes that read: liveness, version, /api/show, running models (/api/ps), local
+"""The native routes that read: liveness, version, status, /api/show, running models (/api/ps), local
 models (/api/tags)."""
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ async def api_version() -> dict[str, str]:
     """The Ollama API version corral implements (clients gate features on it); corral's own
     version is in every response's X-Corral-Version header."""
     return {"version": OLLAMA_API_VERSION}
+
+
+@router.get("/api/status")
+async def status() -> dict[str, Any]:
+    """Ollama's cloud status. corral serves local models only: cloud is always off, and no
+    setting (Ollama's `source`: env or config) is what turned it off."""
+    return {"cloud": {"disabled": True, "source": "none"}}
 
 
 @router.post("/api/show")

@@ -296,6 +296,7 @@ def test_an_oversized_body_is_refused_before_it_is_read(stack: Stack) -> None:
 def test_root_and_version(stack: Stack) -> None:
     assert httpx.get(stack.url).text == "Ollama is running"
     assert httpx.head(stack.url).status_code == 200
+    assert httpx.get(f"{stack.url}/api/status").json() == {"cloud": {"disabled": True, "source": "none"}}
     version = httpx.get(f"{stack.url}/api/version")
     assert version.json() == {"version": OLLAMA_API_VERSION}  # the Ollama API corral speaks
     assert version.headers["x-corral-version"] == corral_version()
