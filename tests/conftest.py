@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.nats_server import bundled_binary, find_binary, version
+from tests.remote import DockerRegistry, TestCA, TinyProxy
 from tests.stack import Stack
 
 
@@ -32,3 +33,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory, nats_binary: Path) -> Iterat
     running = Stack(tmp_path_factory.mktemp("stack"), nats_binary).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """A certificate authority of the test's own, and a server certificate for 127.0.0.1."""
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, ca: TestCA) -> Iterator[DockerRegistry]:
+    """Debian's docker-registry over TLS from `ca`."""
+    with DockerRegistry().start(tmp_path_factory.mktemp("registry"), ca) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyProxy]:
+    """tinyproxy, a real CONNECT proxy."""
+    with TinyProxy().start(tmp_path_factory.mktemp("proxy")) as running:
+        yield running

@@ -130,6 +130,17 @@ class ShowBody(BaseModel):
     verbose: bool = False
 
 
+class TransferBody(BaseModel):
+    """/api/pull and /api/push (Ollama's PullRequest, PushRequest)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str = ""
+    name: str = ""  # Ollama's deprecated alias of `model`
+    insecure: bool = False
+    stream: bool | None = None
+
+
 class CreateBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 

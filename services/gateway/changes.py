@@ -1,21 +1,25 @@
-"""The native routes that change the store: copy, delete, create, and blobs (upload, ask)."""
+"""The native routes that change the store: copy, delete, create, blobs (upload, ask), pull
+and push."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway.bodies import (
     CopyBody,
     CreateBody,
     DeleteBody,
+    TransferBody,
     parse_body,
     parse_messages,
     parse_parameters,
 )
-from services.protocol import CopyRequest, CreateModelRequest, DeleteRequest
+from services.gateway.errors import BadRequest, failure
+from services.protocol import CopyRequest, CreateModelRequest, DeleteRequest, Progress, subjects
 
 router = APIRouter()
 
@@ -75,3 +79,49 @@ async def upload_blob(request: Request, digest: str) -> Response:
     was created, 200 when the store had it already."""
     created = await request.app.state.corral.upload_blob(digest, request.stream())
     return Response(status_code=201 if created else 200)
+
+
+@router.post("/api/pull")
+async def pull(request: Request) -> Response:
+    body = parse_body(await request.body(), TransferBody, "PullRequest")
+    return await _transfer(request, subjects.REGISTRY_PULL, body, body.model or body.name)
+
+
+@router.post("/api/push")
+async def push(request: Request) -> Response:
+    body = parse_body(await request.body(), TransferBody, "PushRequest")
+    if not (body.model or body.name):
+        raise BadRequest("model is required")
+    return await _transfer(request, subjects.REGISTRY_PUSH, body, body.model or body.name)
+
+
+async def _transfer(request: Request, subject: str, body: TransferBody, name: str) -> Response:
+    """Ollama's progress NDJSON (or, with stream false, the last status); an error before any
+    progress is an HTTP error, one after it an `{"error": …}` line."""
+    progress = request.app.state.corral.transfer(subject, name, body.insecure)
+    first = await anext(progress)
+    if first.error is not None:
+        raise failure(first.error, first.code)
+    if body.stream is False:
+        last = first
+        async for step in progress:
+            last = step
+        if last.error is not None:
+            raise failure(last.error, last.code)
+        return JSONResponse({"status": last.status})
+    return StreamingResponse(_lines(first, progress), media_type="application/x-ndjson")
+
+
+async def _lines(first: Progress, rest: AsyncIterator[Progress]) -> AsyncIterator[bytes]:
+    async for progress in _chain(first, rest):
+        if progress.error is not None:
+            yield (json.dumps({"error": progress.error}) + "\n").encode()
+        else:
+            fields = progress.model_dump(exclude_none=True, exclude={"done", "code", "error"})
+            yield (json.dumps(fields) + "\n").encode()
+
+
+async def _chain(first: Progress, rest: AsyncIterator[Progress]) -> AsyncIterator[Progress]:
+    yield first
+    async for progress in rest:
+        yield progress

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import nats.errors
 from faststream.nats import NatsBroker
 
+from services import telemetry
 from services.config import Settings
 from services.gateway.errors import Unavailable, failure
 from services.gateway.relay import Relay
@@ -23,11 +25,13 @@ from services.protocol import (
     CreateResult,
     DeleteRequest,
     ModelRef,
+    Progress,
     RegistryResult,
     ResolveRequest,
     ResolveResult,
     ShowRequest,
     ShowResult,
+    TransferRequest,
     WorkerState,
     subjects,
 )
@@ -107,6 +111,33 @@ class GatewayState:
             return False
         await send_blob(self.broker.connection, opened.subject, body)
         return True
+
+    async def transfer(self, subject: str, name: str, insecure: bool) -> AsyncIterator[Progress]:
+        """Start a pull or push of `name` and yield its progress, the last one `done`. The first
+        must come within REGISTRY_TIMEOUT (else 503); leaving early cancels the transfer."""
+        transfer_id = uuid.uuid4().hex
+        request = TransferRequest(
+            id=transfer_id, name=name, insecure=insecure, reply_subject=subjects.reply_subject(transfer_id)
+        )
+        connection = self.broker.connection
+        replies = await connection.subscribe(request.reply_subject)
+        done = False
+        try:
+            await connection.publish(subject, request.encode(), headers=telemetry.inject())
+            timeout = REGISTRY_TIMEOUT
+            while not done:
+                try:
+                    message = await replies.next_msg(timeout=timeout)
+                except nats.errors.TimeoutError as exc:
+                    raise Unavailable("model registry is not available") from exc
+                progress = Progress.model_validate_json(message.data)
+                done = progress.done
+                timeout = self.settings.idle_timeout
+                yield progress
+        finally:
+            await replies.unsubscribe()
+            if not done:
+                await connection.publish(subjects.cancel_subject(request.id), b"")
 
     async def catalog(self) -> CatalogList:
         return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))

@@ -376,6 +376,30 @@ class CreateModelRequest(Message):
     requires: str = ""
 
 
+class TransferRequest(Message):
+    """Pull `name` from its registry into the store, or push it there (`insecure`: plain http).
+    Progress goes to `reply_subject`, one Progress message at a time, the last with `done`."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    name: str
+    insecure: bool = False
+    reply_subject: str
+
+
+class Progress(Message):
+    """One step of a pull or push, as Ollama's ProgressResponse: a status, and for a layer its
+    digest and bytes (`total`, `completed`). The last message has `done`, and an error if it
+    failed."""
+
+    status: str = ""
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+    done: bool = False
+    error: str | None = None
+    code: ErrorCode = "internal"
+
+
 class CreateResult(Message):
     """The statuses a create went through, in order (Ollama's progress texts), or its error."""
 

@@ -11,6 +11,7 @@
 | `corral.registry.copy/.delete/.create`   | request/reply                 | gateway → registry          |
 | `corral.registry.blob.head/.open`        | request/reply                 | gateway → registry          |
 | `corral.upload.<registry>.<upload>`      | request/reply, raw bytes      | gateway → one registry      |
+| `corral.registry.pull/.push`             | core; Progress to reply subj. | gateway → registry          |
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ REGISTRY_SHOW = "corral.registry.show"
 REGISTRY_COPY = "corral.registry.copy"
 REGISTRY_DELETE = "corral.registry.delete"
 REGISTRY_CREATE = "corral.registry.create"
+REGISTRY_PULL = "corral.registry.pull"
+REGISTRY_PUSH = "corral.registry.push"
 REGISTRY_BLOB_HEAD = "corral.registry.blob.head"
 REGISTRY_BLOB_OPEN = "corral.registry.blob.open"
 # An upload's chunks: raw bytes, each with its offset (decimal bytes) in UPLOAD_OFFSET; the last,

@@ -7,8 +7,8 @@ from services.runtime import new_broker, run_service, service_settings
 def main() -> None:
     settings = service_settings("registry")
     broker = new_broker(settings.nats_url or "", "registry")
-    sweep_uploads = register(broker, settings)
-    run_service(broker, background=[sweep_uploads])
+    background = register(broker, settings)
+    run_service(broker, background=[background])
 
 
 if __name__ == "__main__":

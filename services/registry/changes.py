@@ -22,12 +22,12 @@ def copy(store: ModelStore, source: str, destination: str) -> RegistryResult:
     return RegistryResult()
 
 
-def delete(store: ModelStore, name: str) -> RegistryResult:
+def delete(store: ModelStore, name: str, prune: bool) -> RegistryResult:
     try:
         parsed = parse_name(name)
     except InvalidName:
         return RegistryResult(error=f'name "{name}" is invalid', code="invalid")
-    if not store.delete(parsed):
+    if not store.delete(parsed, prune):
         return RegistryResult(error=f"model '{name}' not found", code="not_found")
     return RegistryResult()
 

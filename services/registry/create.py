@@ -64,8 +64,9 @@ class _Draft:
             self.layers.append(layer)
 
 
-def create(store: ModelStore, request: CreateModelRequest) -> CreateResult:
-    """Create (or replace) model `request.name`; the statuses, or Ollama's error."""
+def create(store: ModelStore, request: CreateModelRequest, prune: bool = True) -> CreateResult:
+    """Create (or replace) model `request.name`; the statuses, or Ollama's error. With `prune`,
+    the blobs only the replaced manifest used are removed."""
     try:
         draft = _Draft()
         name = _target_name(store, request.name)
@@ -89,7 +90,7 @@ def create(store: ModelStore, request: CreateModelRequest) -> CreateResult:
         return CreateResult(error=str(exc), code=exc.code)
     except OSError as exc:
         return CreateResult(error=f"creating model: {exc.strerror or exc}", code="internal")
-    if previous is not None:
+    if previous is not None and prune:
         store.prune(manifest_digests(previous))
     return CreateResult(statuses=[*draft.statuses, "writing manifest", "success"])
 

@@ -23,13 +23,18 @@ from services.protocol import (
     ResolveResult,
     ShowRequest,
     ShowResult,
+    TransferRequest,
     subjects,
 )
 from services.registry import changes
 from services.registry.bundled import install_bundled
 from services.registry.create import create
 from services.registry.describe import catalog_entry, resolve, show
+from services.registry.download import Downloads
+from services.registry.pull import pull, push
+from services.registry.remote import new_client
 from services.registry.store import InvalidDigest, ModelStore
+from services.registry.transfers import Transfers
 from services.registry.uploads import IDLE_SECONDS, UploadError, Uploads
 
 SWEEP_SECONDS = IDLE_SECONDS / 4
@@ -37,11 +42,14 @@ SWEEP_SECONDS = IDLE_SECONDS / 4
 
 def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[None]]:
     """Install the bundled model and bind the registry's handlers to `broker`; returns the
-    loop that abandons idle uploads, to run beside them."""
+    loop to run beside them (it abandons idle uploads, and cleans up on the way out)."""
     store = ModelStore(settings.models)
     install_bundled(store)
     uploads = Uploads(store)
     registry_id = uuid.uuid4().hex[:12]
+    downloads = Downloads(store)
+    transfers = Transfers(lambda: broker.connection)
+    client = new_client()
 
     @broker.subscriber(subjects.REGISTRY_RESOLVE, queue="registry")
     async def on_resolve(request: ResolveRequest) -> ResolveResult:
@@ -61,11 +69,11 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
 
     @broker.subscriber(subjects.REGISTRY_DELETE, queue="registry")
     async def on_delete(request: DeleteRequest) -> RegistryResult:
-        return changes.delete(store, request.name)
+        return changes.delete(store, request.name, not settings.noprune)
 
     @broker.subscriber(subjects.REGISTRY_CREATE, queue="registry")
     async def on_create(request: CreateModelRequest) -> CreateResult:
-        return await asyncio.to_thread(create, store, request)
+        return await asyncio.to_thread(create, store, request, not settings.noprune)
 
     @broker.subscriber(subjects.REGISTRY_BLOB_HEAD, queue="registry")
     async def on_blob_head(request: BlobRequest) -> RegistryResult:
@@ -98,7 +106,25 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
             return RegistryResult(error=str(exc), code=exc.code)
         return RegistryResult()
 
-    async def sweep_uploads() -> None:
+    @broker.subscriber(subjects.REGISTRY_PULL, queue="registry")
+    async def on_pull(request: TransferRequest) -> None:
+        transfers.start(
+            request,
+            lambda report: pull(
+                store, downloads, client, request.name, request.insecure, not settings.noprune, report
+            ),
+        )
+
+    @broker.subscriber(subjects.REGISTRY_PUSH, queue="registry")
+    async def on_push(request: TransferRequest) -> None:
+        transfers.start(request, lambda report: push(store, client, request.name, request.insecure, report))
+
+    @broker.subscriber(subjects.CANCEL_ALL)
+    async def on_cancel(message: NatsMessage) -> None:
+        transfers.cancel(subjects.request_id_of(message.raw_message.subject))
+
+    async def background() -> None:
+        """Abandons idle uploads; on the way out, ends transfers and closes the HTTP client."""
         try:
             while True:
                 uploads.sweep()
@@ -106,5 +132,7 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
                 await asyncio.sleep(SWEEP_SECONDS)
         finally:
             uploads.close()
+            await transfers.close()
+            await client.aclose()
 
-    return sweep_uploads
+    return background

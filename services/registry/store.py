@@ -131,14 +131,24 @@ class ModelStore:
 
     def manifest(self, name: ModelName) -> dict[str, Any] | None:
         """The stored manifest of `name` as JSON, or None."""
-        path = self._existing_manifest(name)
+        data = self.manifest_bytes(name)
         try:
-            return json.loads(path.read_bytes()) if path else None
-        except (OSError, ValueError):
+            return json.loads(data) if data is not None else None
+        except ValueError:
             return None
 
-    def write_manifest(self, name: ModelName, manifest: dict[str, object]) -> None:
-        _atomic_write(self.manifest_path(name), json.dumps(manifest, indent=None).encode())
+    def manifest_bytes(self, name: ModelName) -> bytes | None:
+        """The stored manifest of `name` as its bytes (whose sha256 is the model's id), or None."""
+        path = self._existing_manifest(name)
+        try:
+            return path.read_bytes() if path else None
+        except OSError:
+            return None
+
+    def write_manifest(self, name: ModelName, manifest: dict[str, object] | bytes) -> None:
+        """Write the manifest of `name`, as JSON or as the exact bytes a registry served."""
+        data = manifest if isinstance(manifest, bytes) else json.dumps(manifest, indent=None).encode()
+        _atomic_write(self.manifest_path(name), data)
 
     def write_model(
         self, name: ModelName, config: Mapping[str, object], layers: list[dict[str, Any]]
@@ -180,8 +190,9 @@ class ModelStore:
         _atomic_write(self.manifest_path(destination), path.read_bytes())
         return True
 
-    def delete(self, name: ModelName) -> bool:
-        """Remove `name`, then every blob of it no other manifest uses; False if there is none.
+    def delete(self, name: ModelName, prune: bool = True) -> bool:
+        """Remove `name`, then (with `prune`) every blob of it no other manifest uses; False if
+        there is none.
 
         A worker that has the weights loaded keeps them: an unlinked file stays readable
         through the mapping it already holds."""
@@ -190,7 +201,8 @@ class ModelStore:
             return False
         digests = manifest_digests(json.loads(path.read_bytes()))
         path.unlink()
-        self.prune(digests)
+        if prune:
+            self.prune(digests)
         return True
 
     def find(self, name: ModelName) -> StoredModel | None:

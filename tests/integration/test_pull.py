@@ -1,0 +1,251 @@
+"""Pull and push against a real registry (Debian's docker-registry, TLS from a test CA), reached
+only through a real CONNECT proxy (tinyproxy): the stack's registry service trusts the test CA
+through SSL_CERT_FILE and finds the proxy through HTTPS_PROXY, as a user behind one would set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from services.registry.bundled import bundled_gguf
+from tests.integration.test_cli import CORRAL
+from tests.remote import DockerRegistry, TestCA, TinyProxy, missing_tools
+from tests.stack import MODEL, Stack
+from tests.watch import DEADLINE, until
+
+pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=missing_tools() or "")
+
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, nats_binary: Path, ca: TestCA, proxy: TinyProxy
+) -> Iterator[Stack]:
+    behind_proxy = {
+        "HTTPS_PROXY": proxy.url,
+        "HTTP_PROXY": proxy.url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "SSL_CERT_FILE": str(ca.ca_file),
+    }
+    running = Stack(tmp_path_factory.mktemp("stack"), nats_binary, env_overrides=behind_proxy).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> ollama.Client:
+    return ollama.Client(host=stack.url)
+
+
+def blobs(stack: Stack) -> Path:
+    return stack.root / "models" / "blobs"
+
+
+def hidden_files(stack: Stack) -> list[str]:
+    return [p.name for p in blobs(stack).iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+
+
+def unique_weights(tmp_path: Path) -> Path:
+    """The bundled GGUF with another general.name: the same model, a blob of its own."""
+    source = bundled_gguf()
+    assert source is not None
+    data = bytearray(source.read_bytes())
+    at = data.find(b"Smollm2 135M", 0, 4096)
+    assert at > 0
+    data[at : at + 7] = b"Pulled2"
+    path = tmp_path / "weights.gguf"
+    path.write_bytes(data)
+    return path
+
+
+def test_push_then_pull_back_through_the_proxy_and_generate(
+    stack: Stack, client: ollama.Client, registry: DockerRegistry, tmp_path: Path
+) -> None:
+    name = f"{registry.host}/library/smol:v1"
+    weights = client.create_blob(unique_weights(tmp_path))
+    client.create(name, files={"model.gguf": weights}, system="You were pulled.")
+
+    pushed = [p.status for p in client.push(name, stream=True)]
+    assert pushed[0] == "retrieving manifest" and pushed[-2:] == ["pushing manifest", "success"]
+    assert f"pushing {weights[7:19]}" in pushed
+    assert registry.blob_path(weights).stat().st_size == (tmp_path / "weights.gguf").stat().st_size
+
+    client.delete(name)
+    assert not (blobs(stack) / weights.replace(":", "-")).exists()  # only that model used it
+
+    steps = list(client.pull(name, stream=True))
+    statuses = [s.status for s in steps]
+    assert statuses[0] == "pulling manifest"
+    assert statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
+    layer = [s for s in steps if s.digest == weights]
+    assert layer and layer[-1].completed == layer[-1].total == (tmp_path / "weights.gguf").stat().st_size
+    stored = blobs(stack) / weights.replace(":", "-")
+    assert "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest() == weights
+    assert hidden_files(stack) == []
+
+    assert name in [m.model for m in client.list().models]
+    shown = client.show(name)
+    assert shown.modelfile is not None and "SYSTEM You were pulled." in shown.modelfile
+    assert client.generate(name, prompt="Hi", options={"num_predict": 3}).done
+
+    again = [s.status for s in client.pull(name, stream=True)]  # everything is there: nothing fetched
+    assert again[-1] == "success"
+
+
+def test_an_unknown_model_is_ollamas_error(stack: Stack, registry: DockerRegistry) -> None:
+    response = httpx.post(
+        f"{stack.url}/api/pull",
+        json={"model": f"{registry.host}/library/nope:v1", "stream": False},
+        timeout=60,
+    )
+    assert (response.status_code, response.json()) == (
+        404,
+        {"error": "pull model manifest: file does not exist"},
+    )
+
+
+def test_with_the_proxy_down_a_pull_says_so(
+    stack: Stack, registry: DockerRegistry, proxy: TinyProxy, tmp_path: Path
+) -> None:
+    proxy.stop()
+    try:
+        response = httpx.post(
+            f"{stack.url}/api/pull",
+            json={"model": f"{registry.host}/library/smol:v1", "stream": False},
+            timeout=60,
+        )
+    finally:
+        proxy.start(tmp_path)  # the same port again
+    url = f"https://{registry.host}/v2/library/smol/manifests/v1"
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith(f'pull model manifest: Get "{url}": proxyconnect tcp:'), error
+
+
+def test_a_corrupted_blob_is_refused_and_nothing_appears(
+    stack: Stack, client: ollama.Client, registry: DockerRegistry
+) -> None:
+    name = f"{registry.host}/library/corrupt:v1"
+    system = f"A system prompt of its own: {uuid.uuid4()}"
+    client.create(name, from_=MODEL, system=system)
+    assert client.push(name).status == "success"
+    client.delete(name)
+    digest = "sha256:" + hashlib.sha256(system.encode()).hexdigest()
+    stored = registry.blob_path(digest)
+    stored.write_bytes(b"X" + stored.read_bytes()[1:])  # same size, other bytes
+
+    response = httpx.post(f"{stack.url}/api/pull", json={"model": name, "stream": False}, timeout=60)
+    assert response.status_code == 400
+    got = "sha256:" + hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert response.json() == {
+        "error": f"digest mismatch, file must be downloaded again: want {digest}, got {got}"
+    }
+    assert name not in [m.model for m in client.list().models]
+    assert not (blobs(stack) / digest.replace(":", "-")).exists()
+    assert hidden_files(stack) == []
+
+
+def raw_push(registry: DockerRegistry, ca: TestCA, repository: str, layers: list[tuple[str, bytes]]) -> None:
+    """Put a model in the registry with its plain HTTP API (no proxy: this is the test's setup)."""
+    with httpx.Client(base_url=registry.url, verify=ca.ssl_context(), trust_env=False, timeout=120) as http:
+        entries = []
+        for media_type, data in layers:
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            started = http.post(f"/v2/{repository}/blobs/uploads/")
+            location = httpx.URL(started.headers["location"]).copy_merge_params({"digest": digest})
+            assert http.put(location, content=data).status_code == 201
+            entries.append({"mediaType": media_type, "digest": digest, "size": len(data)})
+        config, *rest = entries
+        manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": rest}
+        put = http.put(
+            f"/v2/{repository}/manifests/v1", content=json.dumps(manifest), headers={"Content-Type": MANIFEST}
+        )
+        assert put.status_code == 201, put.text
+
+
+def test_a_pull_cut_mid_blob_resumes_where_it_stopped(
+    stack: Stack, registry: DockerRegistry, ca: TestCA
+) -> None:
+    big = os.urandom(160 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    config = json.dumps({"model_format": "gguf"}).encode()
+    raw_push(registry, ca, "library/big", [("application/vnd.docker.container.image.v1+json", config),
+                                           ("application/vnd.ollama.image.model", big)])  # fmt: skip
+    name = f"{registry.host}/library/big:v1"
+    state = blobs(stack) / f".{digest.replace(':', '-')}.partial.json"
+
+    with httpx.stream("POST", f"{stack.url}/api/pull", json={"model": name}, timeout=60) as response:
+        lines = response.iter_lines()  # held, so the connection stays open (the client stays)
+        for line in lines:
+            if json.loads(line).get("digest") == digest:
+                break
+        until(state.exists, "the download's first saved state")
+        stack.stop_service("registry", signal.SIGKILL)  # cut mid-blob: no chance to tidy up
+    saved = sum(part["done"] for part in json.loads(state.read_text())["parts"])
+    assert 0 < saved < len(big)
+
+    stack.start_service("registry")
+    body = {"model": name}
+    until(lambda: httpx.post(f"{stack.url}/api/show", json={"model": MODEL}).status_code == 200, "registry")
+    with httpx.stream("POST", f"{stack.url}/api/pull", json=body, timeout=60) as response:
+        steps = [json.loads(line) for line in response.iter_lines() if line]
+    layer = [s for s in steps if s.get("digest") == digest]
+    assert layer[0]["completed"] >= saved  # picked up where the saved state says it stopped
+    assert steps[-1] == {"status": "success"}
+    assert (blobs(stack) / digest.replace(":", "-")).read_bytes() == big
+    assert hidden_files(stack) == []
+
+
+def test_two_pulls_of_one_model_at_once_both_succeed(
+    stack: Stack, registry: DockerRegistry, ca: TestCA
+) -> None:
+    data = os.urandom(40 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    raw_push(registry, ca, "library/twice", [("application/vnd.docker.container.image.v1+json", b"{}"),
+                                             ("application/vnd.ollama.image.model", data)])  # fmt: skip
+    body = {"model": f"{registry.host}/library/twice:v1", "stream": False}
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(lambda _: httpx.post(f"{stack.url}/api/pull", json=body, timeout=120), range(2))
+        )
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"status": "success"})] * 2
+    assert (blobs(stack) / digest.replace(":", "-")).read_bytes() == data
+    assert hidden_files(stack) == []
+
+
+def test_corral_pull_prints_ollamas_statuses(stack: Stack, registry: DockerRegistry) -> None:
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
+    name = f"{registry.host}/library/smol:v1"
+    done = subprocess.run([CORRAL, "pull", name], env=env, capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "pulling manifest" and lines[-3:] == [
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
+    missing = subprocess.run(
+        [CORRAL, "pull", f"{registry.host}/library/nope:v1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == [
+        "pulling manifest",
+        "Error: pull model manifest: file does not exist",
+    ]
