@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import nats.errors
 from faststream.nats import NatsBroker
 
-from services import telemetry
 from services.config import Settings
 from services.gateway.errors import Unavailable, failure
 from services.gateway.relay import Relay
@@ -113,8 +112,8 @@ class GatewayState:
         return True
 
     async def transfer(self, subject: str, name: str, insecure: bool) -> AsyncIterator[Progress]:
-        """Start a pull or push of `name` and yield its progress, the last one `done`. The first
-        must come within REGISTRY_TIMEOUT (else 503); leaving early cancels the transfer."""
+        """Start a pull or push of `name` and yield its progress, the last one `done`. No registry
+        to take it is a 503; leaving early cancels the transfer."""
         transfer_id = uuid.uuid4().hex
         request = TransferRequest(
             id=transfer_id, name=name, insecure=insecure, reply_subject=subjects.reply_subject(transfer_id)
@@ -123,16 +122,14 @@ class GatewayState:
         replies = await connection.subscribe(request.reply_subject)
         done = False
         try:
-            await connection.publish(subject, request.encode(), headers=telemetry.inject())
-            timeout = REGISTRY_TIMEOUT
+            await self._ask(request, subject)  # the registry took it
             while not done:
                 try:
-                    message = await replies.next_msg(timeout=timeout)
+                    message = await replies.next_msg(timeout=self.settings.idle_timeout)
                 except nats.errors.TimeoutError as exc:
-                    raise Unavailable("model registry is not available") from exc
+                    raise Unavailable("model registry stopped answering") from exc
                 progress = Progress.model_validate_json(message.data)
                 done = progress.done
-                timeout = self.settings.idle_timeout
                 yield progress
         finally:
             await replies.unsubscribe()

@@ -107,17 +107,18 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         return RegistryResult()
 
     @broker.subscriber(subjects.REGISTRY_PULL, queue="registry")
-    async def on_pull(request: TransferRequest) -> None:
+    async def on_pull(request: TransferRequest) -> RegistryResult:
+        prune = not settings.noprune
         transfers.start(
             request,
-            lambda report: pull(
-                store, downloads, client, request.name, request.insecure, not settings.noprune, report
-            ),
+            lambda report: pull(store, downloads, client, request.name, request.insecure, prune, report),
         )
+        return RegistryResult()  # taken: its progress follows on the reply subject
 
     @broker.subscriber(subjects.REGISTRY_PUSH, queue="registry")
-    async def on_push(request: TransferRequest) -> None:
+    async def on_push(request: TransferRequest) -> RegistryResult:
         transfers.start(request, lambda report: push(store, client, request.name, request.insecure, report))
+        return RegistryResult()
 
     @broker.subscriber(subjects.CANCEL_ALL)
     async def on_cancel(message: NatsMessage) -> None:
