@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.registry.bundled import BUNDLED_NAME, install_bundled
+from services.registry.bundled import BUNDLED_NAME, bundled_gguf, install_bundled
 from services.registry.names import parse_name
 from services.registry.store import MANIFEST_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, ModelStore
 
@@ -62,3 +62,34 @@ def add_model(models: Path, name: str, template: str, system: str | None = None)
     store.write_manifest(
         parse_name(name), {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "layers": layers}
     )
+
+
+def f16_weights(path: Path) -> Path:
+    """The bundled weights dequantized to F16 (norms F32), written to `path` with the gguf
+    package: a model Ollama's rules allow to be quantized."""
+    import gguf
+    import numpy as np
+    from gguf.quants import dequantize
+
+    source = bundled_gguf()
+    assert source is not None
+    reader = gguf.GGUFReader(str(source))
+    writer = gguf.GGUFWriter(str(path), str(reader.fields["general.architecture"].contents()))
+    for key, value in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        if key == "general.file_type":
+            writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+            continue
+        kind = value.types[0]
+        writer.add_key_value(
+            key, value.contents(), kind, sub_type=value.types[-1] if len(value.types) > 1 else None
+        )
+    for tensor in reader.tensors:
+        weights = dequantize(tensor.data, tensor.tensor_type).reshape(tuple(reversed(tensor.shape.tolist())))
+        writer.add_tensor(tensor.name, weights.astype(np.float32 if weights.ndim == 1 else np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

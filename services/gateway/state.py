@@ -39,6 +39,7 @@ from services.runtime import request
 
 REGISTRY_TIMEOUT = 5.0  # seconds, for questions the registry answers from its index
 WRITE_TIMEOUT = 60.0  # seconds, for a create (it writes and fsyncs layers)
+QUANTIZE_TIMEOUT = 3600.0  # seconds, for a create that quantizes (minutes for a large model)
 
 
 @dataclass
@@ -83,7 +84,9 @@ class GatewayState:
     async def create(self, request: CreateModelRequest) -> list[str]:
         """Create a model in the store: the statuses it went through; errors raise ApiError."""
         result = CreateResult.model_validate_json(
-            await self._ask(request, subjects.REGISTRY_CREATE, WRITE_TIMEOUT)
+            await self._ask(
+                request, subjects.REGISTRY_CREATE, QUANTIZE_TIMEOUT if request.quantize else WRITE_TIMEOUT
+            )
         )
         if result.error is not None:
             raise failure(result.error, result.code)

@@ -5,9 +5,10 @@ template, system prompt, licenses, parameters and messages of the request then r
 add layers; a config layer describes the weights; the manifest is written last, in one
 rename, and the layers the name's previous manifest alone used are pruned.
 
-Not done here (each a clear error): converting safetensors, split GGUF files, adapters,
-draft models and quantizing. corral renders a GGUF's own chat template when a model has no template
-layer, so Ollama's template autodetection has no counterpart.
+Quantizing (F16, BF16 or F32 weights to another type) runs llama.cpp's quantizer. Not done
+here (each a clear error): converting safetensors, split GGUF files, adapters and draft
+models. corral renders a GGUF's own chat template when a model has no template layer, so
+Ollama's template autodetection has no counterpart.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from services.protocol import CreateModelRequest, CreateResult
 from services.protocol.messages import ErrorCode
 from services.registry.gguf_metadata import NotGguf, file_type, is_gguf, parameter_count, read_metadata
 from services.registry.names import InvalidName, ModelName, parse_name
+from services.registry.quantize import QUANTIZABLE, QUANTIZE_TYPES, QuantizeError
+from services.registry.quantize import quantize as quantize_file
 from services.registry.store import (
     ADAPTER_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
@@ -35,12 +38,9 @@ from services.registry.store import (
     InvalidDigest,
     ModelStore,
     manifest_digests,
+    sha256_file,
 )
 
-# ggml.ParseFileType: the quantization types Ollama's create accepts.
-QUANTIZE_TYPES = {"F32": "F32", "F16": "F16", "Q8_0": "Q8_0", "Q4_K_S": "Q4_K_S", "Q4_K_M": "Q4_K_M"}
-QUANTIZE_TYPES |= {"Q4_K": "Q4_K_M", "BF16": "BF16"}
-QUANTIZABLE = ("F16", "BF16", "F32")
 _WEIGHT_TYPES = (MODEL_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE, ADAPTER_MEDIA_TYPE)
 
 
@@ -81,7 +81,7 @@ def create(store: ModelStore, request: CreateModelRequest, prune: bool = True) -
             raise CreateError("adapters are not supported by corral yet")
         if request.draft_files:
             raise CreateError("draft models are not supported by corral yet")
-        _check_quantize(request.quantize, draft)
+        _quantize(store, request.quantize, draft)
         _text_layers(store, request, draft)
         draft.statuses += [layer.pop("status") for layer in draft.layers if "status" in layer]
         previous = store.manifest(name)
@@ -219,7 +219,9 @@ def human_number(count: int) -> str:
     return f"{count / 1000:.0f}K" if count >= 1000 else str(count)
 
 
-def _check_quantize(quantize: str, draft: _Draft) -> None:
+def _quantize(store: ModelStore, quantize: str, draft: _Draft) -> None:
+    """Quantize the weights when `quantize` asks for a type they are not (Ollama's rules: only
+    from F16, BF16 or F32); the new weights replace the layer."""
     wanted = quantize.upper()
     if not wanted:
         return
@@ -227,13 +229,30 @@ def _check_quantize(quantize: str, draft: _Draft) -> None:
         raise CreateError(
             f"unsupported quantization type {wanted} - supported types are F32, F16, Q4_K_S, Q4_K_M, Q8_0"
         )
-    have = draft.config.get("file_type", "")
+    have, target = draft.config.get("file_type", ""), QUANTIZE_TYPES[wanted]
     if have not in QUANTIZABLE:
         raise CreateError("quantization is only supported for F16, BF16 and F32 models")
-    if have != QUANTIZE_TYPES[wanted]:
-        raise CreateError(
-            f"quantizing {have} models to {QUANTIZE_TYPES[wanted]} is not supported by corral yet"
-        )
+    if have == target:
+        return
+    index = next(i for i, layer in enumerate(draft.layers) if layer["mediaType"] == MODEL_MEDIA_TYPE)
+    weights = draft.layers[index]
+    draft.statuses.append(f"quantizing {have} model to {target}")
+    try:
+        output = quantize_file(_blob(store, str(weights["digest"])), target)
+    except QuantizeError as exc:
+        raise CreateError(str(exc), "internal") from exc
+    try:
+        draft.statuses.append("verifying conversion")
+        if file_type(read_metadata(output)) != target:
+            raise CreateError(f"the quantized model is not {target}", "internal")
+        digest = sha256_file(output)
+        status = f"{'using existing' if store.blob(digest).exists() else 'creating new'} layer {digest}"
+        store.put_blob_file(output, digest)
+        size = store.blob(digest).stat().st_size
+    finally:
+        output.unlink(missing_ok=True)
+    draft.layers[index] = {"mediaType": MODEL_MEDIA_TYPE, "digest": digest, "size": size, "status": status}
+    _describe_weights(store, draft)
 
 
 def _text_layers(store: ModelStore, request: CreateModelRequest, draft: _Draft) -> None:

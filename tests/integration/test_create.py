@@ -12,6 +12,7 @@ import ollama
 import pytest
 
 from services.registry.uploads import PARTIAL_SUFFIX
+from tests.models import f16_weights
 from tests.stack import MODEL, Stack
 from tests.watch import until
 
@@ -119,6 +120,24 @@ def test_create_from_a_model_with_system_parameters_and_messages(stack: Stack) -
     assert client.generate("pirate", prompt="Hi").eval_count <= 3  # the model's parameter applies
     client.delete("pirate")
     client.delete("pirate-no-history")
+
+
+def test_create_quantizes_an_f16_model(stack: Stack, tmp_path: Path) -> None:
+    client = ollama.Client(host=stack.url)
+    digest = client.create_blob(f16_weights(tmp_path / "f16.gguf"))
+    progress = [
+        p.status for p in client.create("quantized", files={"m.gguf": digest}, quantize="q8_0", stream=True)
+    ]
+    assert progress[:3] == ["parsing GGUF", "quantizing F16 model to Q8_0", "verifying conversion"]
+    assert progress[-2:] == ["writing manifest", "success"]
+    shown = client.show("quantized")
+    assert shown.details is not None and shown.details.quantization_level == "Q8_0"
+    assert shown.details.parameter_size == "134.52M"
+    answer = client.generate(
+        "quantized", prompt="The capital of France is", options={"num_predict": 4, "temperature": 0}
+    )
+    assert answer.done and answer.response.strip()
+    client.delete("quantized")
 
 
 @pytest.mark.parametrize(
