@@ -19,7 +19,15 @@ from services.gateway.bodies import (
     parse_parameters,
 )
 from services.gateway.errors import BadRequest, failure
-from services.protocol import CopyRequest, CreateModelRequest, DeleteRequest, Progress, subjects
+from services.protocol import (
+    CopyRequest,
+    CreateModelRequest,
+    DeleteRequest,
+    Progress,
+    Tracked,
+    TransferRequest,
+    subjects,
+)
 
 router = APIRouter()
 
@@ -43,28 +51,23 @@ async def create(request: Request) -> Response:
     """Ollama's CreateHandler: the statuses as NDJSON progress, or (stream false) the last."""
     body = parse_body(await request.body(), CreateBody, "CreateRequest")
     licenses = [body.license] if isinstance(body.license, str) else body.license or []
-    statuses = await request.app.state.corral.create(
-        CreateModelRequest(
-            name=body.model or body.name,
-            from_model=body.from_,
-            files=body.files,
-            adapters=body.adapters,
-            draft_files=body.draft_files,
-            template=body.template,
-            system=body.system,
-            license=licenses,
-            parameters=parse_parameters(body.parameters),
-            messages=parse_messages(body.messages or []),
-            quantize=body.quantize or body.quantization,
-            renderer=body.renderer,
-            parser=body.parser,
-            requires=body.requires,
-        )
+    job = CreateModelRequest(
+        name=body.model or body.name,
+        from_model=body.from_,
+        files=body.files,
+        adapters=body.adapters,
+        draft_files=body.draft_files,
+        template=body.template,
+        system=body.system,
+        license=licenses,
+        parameters=parse_parameters(body.parameters),
+        messages=parse_messages(body.messages or []),
+        quantize=body.quantize or body.quantization,
+        renderer=body.renderer,
+        parser=body.parser,
+        requires=body.requires,
     )
-    if body.stream is False:
-        return JSONResponse({"status": statuses[-1]})
-    lines = "".join(json.dumps({"status": status}) + "\n" for status in statuses)
-    return Response(lines, media_type="application/x-ndjson")
+    return await _progress(request, subjects.REGISTRY_CREATE, job, body.stream)
 
 
 @router.head("/api/blobs/{digest}")
@@ -84,7 +87,8 @@ async def upload_blob(request: Request, digest: str) -> Response:
 @router.post("/api/pull")
 async def pull(request: Request) -> Response:
     body = parse_body(await request.body(), TransferBody, "PullRequest")
-    return await _transfer(request, subjects.REGISTRY_PULL, body, body.model or body.name)
+    job = TransferRequest(name=body.model or body.name, insecure=body.insecure)
+    return await _progress(request, subjects.REGISTRY_PULL, job, body.stream)
 
 
 @router.post("/api/push")
@@ -92,17 +96,18 @@ async def push(request: Request) -> Response:
     body = parse_body(await request.body(), TransferBody, "PushRequest")
     if not (body.model or body.name):
         raise BadRequest("model is required")
-    return await _transfer(request, subjects.REGISTRY_PUSH, body, body.model or body.name)
+    job = TransferRequest(name=body.model or body.name, insecure=body.insecure)
+    return await _progress(request, subjects.REGISTRY_PUSH, job, body.stream)
 
 
-async def _transfer(request: Request, subject: str, body: TransferBody, name: str) -> Response:
-    """Ollama's progress NDJSON (or, with stream false, the last status); an error before any
-    progress is an HTTP error, one after it an `{"error": …}` line."""
-    progress = request.app.state.corral.transfer(subject, name, body.insecure)
+async def _progress(request: Request, subject: str, job: Tracked, stream: bool | None) -> Response:
+    """A registry job's progress as Ollama's NDJSON (or, with stream false, the last status); an
+    error before any progress is an HTTP error, one after it an `{"error": …}` line."""
+    progress = request.app.state.corral.follow(subject, job)
     first = await anext(progress)
     if first.error is not None:
         raise failure(first.error, first.code)
-    if body.stream is False:
+    if stream is False:
         last = first
         async for step in progress:
             last = step

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,8 +19,6 @@ from services.protocol import (
     CatalogList,
     CatalogRequest,
     CopyRequest,
-    CreateModelRequest,
-    CreateResult,
     DeleteRequest,
     ModelRef,
     Progress,
@@ -30,7 +27,7 @@ from services.protocol import (
     ResolveResult,
     ShowRequest,
     ShowResult,
-    TransferRequest,
+    Tracked,
     WorkerState,
     subjects,
 )
@@ -38,8 +35,6 @@ from services.protocol.messages import Message
 from services.runtime import request
 
 REGISTRY_TIMEOUT = 5.0  # seconds, for questions the registry answers from its index
-WRITE_TIMEOUT = 60.0  # seconds, for a create (it writes and fsyncs layers)
-QUANTIZE_TIMEOUT = 3600.0  # seconds, for a create that quantizes (minutes for a large model)
 
 
 @dataclass
@@ -81,17 +76,6 @@ class GatewayState:
         if result.error is not None:
             raise failure(result.error, result.code)
 
-    async def create(self, request: CreateModelRequest) -> list[str]:
-        """Create a model in the store: the statuses it went through; errors raise ApiError."""
-        result = CreateResult.model_validate_json(
-            await self._ask(
-                request, subjects.REGISTRY_CREATE, QUANTIZE_TIMEOUT if request.quantize else WRITE_TIMEOUT
-            )
-        )
-        if result.error is not None:
-            raise failure(result.error, result.code)
-        return result.statuses
-
     async def head_blob(self, digest: str) -> None:
         """Return when blob `digest` is stored; raise ApiError (400, 404) when not."""
         result = RegistryResult.model_validate_json(
@@ -114,18 +98,15 @@ class GatewayState:
         await send_blob(self.broker.connection, opened.subject, body)
         return True
 
-    async def transfer(self, subject: str, name: str, insecure: bool) -> AsyncIterator[Progress]:
-        """Start a pull or push of `name` and yield its progress, the last one `done`. No registry
-        to take it is a 503; leaving early cancels the transfer."""
-        transfer_id = uuid.uuid4().hex
-        request = TransferRequest(
-            id=transfer_id, name=name, insecure=insecure, reply_subject=subjects.reply_subject(transfer_id)
-        )
+    async def follow(self, subject: str, job: Tracked) -> AsyncIterator[Progress]:
+        """Hand `job` (a pull, push or create) to the registry and yield its progress, the last
+        one `done`. No registry to take it is a 503; leaving early cancels the job."""
+        job.reply_subject = subjects.reply_subject(job.id)
         connection = self.broker.connection
-        replies = await connection.subscribe(request.reply_subject)
+        replies = await connection.subscribe(job.reply_subject)
         done = False
         try:
-            await self._ask(request, subject)  # the registry took it
+            await self._ask(job, subject)  # the registry took it
             while not done:
                 try:
                     message = await replies.next_msg(timeout=self.settings.idle_timeout)
@@ -137,7 +118,7 @@ class GatewayState:
         finally:
             await replies.unsubscribe()
             if not done:
-                await connection.publish(subjects.cancel_subject(request.id), b"")
+                await connection.publish(subjects.cancel_subject(job.id), b"")
 
     async def catalog(self) -> CatalogList:
         return CatalogList.model_validate_json(await self._ask(CatalogRequest(), subjects.REGISTRY_LIST))

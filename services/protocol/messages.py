@@ -355,7 +355,15 @@ class BlobUpload(Message):
     code: ErrorCode = "internal"
 
 
-class CreateModelRequest(Message):
+class Tracked(Message):
+    """A registry job whose Progress goes to `reply_subject`, one message at a time, the last
+    with `done`; the registry's answer to the request itself only says it took the job."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    reply_subject: str = ""
+
+
+class CreateModelRequest(Tracked):
     """/api/create as the registry takes it: the layers come from `from_model` (a stored model)
     or `files` (uploaded blobs: relative file name -> "sha256:<hex>"); the rest replaces or adds
     the text layers. `license` is every license text, in order."""
@@ -376,14 +384,11 @@ class CreateModelRequest(Message):
     requires: str = ""
 
 
-class TransferRequest(Message):
-    """Pull `name` from its registry into the store, or push it there (`insecure`: plain http).
-    Progress goes to `reply_subject`, one Progress message at a time, the last with `done`."""
+class TransferRequest(Tracked):
+    """Pull `name` from its registry into the store, or push it there (`insecure`: plain http)."""
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     name: str
     insecure: bool = False
-    reply_subject: str
 
 
 class Progress(Message):
@@ -396,14 +401,6 @@ class Progress(Message):
     total: int | None = None
     completed: int | None = None
     done: bool = False
-    error: str | None = None
-    code: ErrorCode = "internal"
-
-
-class CreateResult(Message):
-    """The statuses a create went through, in order (Ollama's progress texts), or its error."""
-
-    statuses: list[str] = Field(default_factory=list)
     error: str | None = None
     code: ErrorCode = "internal"
 

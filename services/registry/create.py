@@ -14,14 +14,15 @@ Ollama's template autodetection has no counterpart.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.gotemplate import TemplateError
 from services.gotemplate import parse as parse_template
-from services.protocol import CreateModelRequest, CreateResult
-from services.protocol.messages import ErrorCode
+from services.protocol import CreateModelRequest, Progress
+from services.registry.errors import RegistryError
 from services.registry.gguf_metadata import NotGguf, file_type, is_gguf, parameter_count, read_metadata
 from services.registry.names import InvalidName, ModelName, parse_name
 from services.registry.quantize import QUANTIZABLE, QUANTIZE_TYPES, QuantizeError
@@ -44,19 +45,20 @@ from services.registry.store import (
 _WEIGHT_TYPES = (MODEL_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE, ADAPTER_MEDIA_TYPE)
 
 
-class CreateError(Exception):
-    def __init__(self, message: str, code: ErrorCode = "invalid") -> None:
-        super().__init__(message)
-        self.code = code
+class CreateError(RegistryError):
+    pass
 
 
 @dataclass
 class _Draft:
-    """The manifest being built: its layers in order, the config, and the statuses so far."""
+    """The manifest being built: its layers in order, the config, and where statuses go."""
 
+    report: Callable[[Progress], None]
     layers: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
-    statuses: list[str] = field(default_factory=list)
+
+    def say(self, status: str) -> None:
+        self.report(Progress(status=status))
 
     def replace(self, media_type: str, layer: dict[str, Any] | None) -> None:
         self.layers = [existing for existing in self.layers if existing["mediaType"] != media_type]
@@ -64,13 +66,16 @@ class _Draft:
             self.layers.append(layer)
 
 
-def create(store: ModelStore, request: CreateModelRequest, prune: bool = True) -> CreateResult:
-    """Create (or replace) model `request.name`; the statuses, or Ollama's error. With `prune`,
-    the blobs only the replaced manifest used are removed."""
+def create(
+    store: ModelStore, request: CreateModelRequest, prune: bool, report: Callable[[Progress], None]
+) -> None:
+    """Create (or replace) model `request.name`, reporting Ollama's statuses as it goes (the
+    closing "success" is the job's last message); raise CreateError with Ollama's error. With
+    `prune`, the blobs only the replaced manifest used are removed."""
+    draft = _Draft(report)
+    name = _target_name(store, request.name)
+    _check_files(request.files or {})
     try:
-        draft = _Draft()
-        name = _target_name(store, request.name)
-        _check_files(request.files or {})
         if request.from_model:
             _layers_from_model(store, request.from_model, draft)
         elif request.files is not None:
@@ -83,16 +88,16 @@ def create(store: ModelStore, request: CreateModelRequest, prune: bool = True) -
             raise CreateError("draft models are not supported by corral yet")
         _quantize(store, request.quantize, draft)
         _text_layers(store, request, draft)
-        draft.statuses += [layer.pop("status") for layer in draft.layers if "status" in layer]
+        for layer in draft.layers:
+            if "status" in layer:
+                draft.say(layer.pop("status"))
         previous = store.manifest(name)
+        draft.say("writing manifest")
         _write(store, name, request, draft)
-    except CreateError as exc:
-        return CreateResult(error=str(exc), code=exc.code)
     except OSError as exc:
-        return CreateResult(error=f"creating model: {exc.strerror or exc}", code="internal")
+        raise CreateError(f"creating model: {exc.strerror or exc}", "internal") from exc
     if previous is not None and prune:
         store.prune(manifest_digests(previous))
-    return CreateResult(statuses=[*draft.statuses, "writing manifest", "success"])
 
 
 def _target_name(store: ModelStore, text: str) -> ModelName:
@@ -147,7 +152,7 @@ def _layers_from_files(store: ModelStore, files: dict[str, str], draft: _Draft) 
     if not any(path.endswith(".gguf") for path in files) and not any(is_gguf(b) for b in blobs.values()):
         raise CreateError("unknown type")
     for path in sorted(files):
-        draft.statuses.append("parsing GGUF")
+        draft.say("parsing GGUF")
         try:
             metadata = read_metadata(blobs[path])
         except NotGguf as exc:
@@ -236,13 +241,13 @@ def _quantize(store: ModelStore, quantize: str, draft: _Draft) -> None:
         return
     index = next(i for i, layer in enumerate(draft.layers) if layer["mediaType"] == MODEL_MEDIA_TYPE)
     weights = draft.layers[index]
-    draft.statuses.append(f"quantizing {have} model to {target}")
+    draft.say(f"quantizing {have} model to {target}")
     try:
         output = quantize_file(_blob(store, str(weights["digest"])), target)
     except QuantizeError as exc:
         raise CreateError(str(exc), "internal") from exc
     try:
-        draft.statuses.append("verifying conversion")
+        draft.say("verifying conversion")
         if file_type(read_metadata(output)) != target:
             raise CreateError(f"the quantized model is not {target}", "internal")
         digest = sha256_file(output)

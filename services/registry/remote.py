@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from services.protocol.messages import ErrorCode
+from services.registry.errors import RegistryError
 from services.registry.names import ModelName
 from services.registry.store import MANIFEST_MEDIA_TYPE
 from services.version import corral_version
@@ -28,10 +29,9 @@ TIMEOUT = httpx.Timeout(30.0, read=60.0)  # seconds: connect and each read; a st
 UPLOAD_BLOCK = 1 << 20  # bytes read from a blob file and sent at a time
 
 
-class RemoteError(Exception):
+class RemoteError(RegistryError):
     def __init__(self, message: str, code: ErrorCode = "unavailable", retry: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code)
         self.retry = retry  # a network failure worth another try, not an answer
 
 

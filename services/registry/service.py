@@ -16,7 +16,6 @@ from services.protocol import (
     CatalogList,
     CopyRequest,
     CreateModelRequest,
-    CreateResult,
     DeleteRequest,
     RegistryResult,
     ResolveRequest,
@@ -34,7 +33,7 @@ from services.registry.download import Downloads
 from services.registry.pull import pull, push
 from services.registry.remote import new_client
 from services.registry.store import InvalidDigest, ModelStore
-from services.registry.transfers import Transfers
+from services.registry.transfers import Transfers, in_thread
 from services.registry.uploads import IDLE_SECONDS, UploadError, Uploads
 
 SWEEP_SECONDS = IDLE_SECONDS / 4
@@ -72,8 +71,10 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         return changes.delete(store, request.name, not settings.noprune)
 
     @broker.subscriber(subjects.REGISTRY_CREATE, queue="registry")
-    async def on_create(request: CreateModelRequest) -> CreateResult:
-        return await asyncio.to_thread(create, store, request, not settings.noprune)
+    async def on_create(request: CreateModelRequest) -> RegistryResult:
+        prune = not settings.noprune
+        transfers.start(request, in_thread(lambda report: create(store, request, prune, report)))
+        return RegistryResult()  # taken: its progress follows on the reply subject
 
     @broker.subscriber(subjects.REGISTRY_BLOB_HEAD, queue="registry")
     async def on_blob_head(request: BlobRequest) -> RegistryResult:

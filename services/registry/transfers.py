@@ -1,5 +1,6 @@
-"""The pulls and pushes a registry runs: each a task answering one request, its Progress sent
-in order to the request's reply subject and ending with a `done` message.
+"""The jobs a registry runs for a client (pulls, pushes, creates): each a task answering one
+request, its Progress sent in order to the request's reply subject and ending with a `done`
+message: "success", or the job's RegistryError.
 
 Byte counts are sent at most every THROTTLE seconds per layer (and always at its first and
 last byte), so a fast download does not flood the gateway. A cancel for the request stops
@@ -15,14 +16,30 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NatsClient
 
-from services.protocol import Progress, TransferRequest
-from services.registry.remote import RemoteError
+from services.protocol import Progress, Tracked
+from services.registry.errors import RegistryError
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.registry")
 
 THROTTLE = 0.1  # seconds between two byte counts of one layer
-Job = Callable[[Callable[[Progress], None]], Awaitable[None]]
+Report = Callable[[Progress], None]
+Job = Callable[[Report], Awaitable[None]]
+
+
+def in_thread(work: Callable[[Report], None]) -> Job:
+    """A job for blocking `work` (file I/O, llama.cpp): run on a worker thread, its reports
+    handed back to the event loop."""
+
+    async def job(report: Report) -> None:
+        loop = asyncio.get_running_loop()
+
+        def from_thread(progress: Progress) -> None:
+            loop.call_soon_threadsafe(report, progress)
+
+        await asyncio.to_thread(work, from_thread)
+
+    return job
 
 
 class _Reporter:
@@ -50,7 +67,7 @@ class Transfers:
         self._clock = clock
         self._jobs: dict[str, asyncio.Task[None]] = {}
 
-    def start(self, request: TransferRequest, job: Job) -> None:
+    def start(self, request: Tracked, job: Job) -> None:
         self._jobs[request.id] = asyncio.create_task(self._run(request, job))
 
     def cancel(self, request_id: str) -> None:
@@ -63,13 +80,13 @@ class Transfers:
             task.cancel()
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)
 
-    async def _run(self, request: TransferRequest, job: Job) -> None:
+    async def _run(self, request: Tracked, job: Job) -> None:
         reporter = _Reporter(self._clock)
         sender = asyncio.create_task(self._send(request.reply_subject, reporter.queue))
         try:
             await job(reporter)
             final = Progress(status="success", done=True)
-        except RemoteError as exc:
+        except RegistryError as exc:
             final = Progress(done=True, error=str(exc), code=exc.code)
         except asyncio.CancelledError:
             final = Progress(done=True, error="canceled", code="unavailable")
@@ -80,7 +97,7 @@ class Transfers:
             self._jobs.pop(request.id, None)
         reporter.queue.put_nowait(final)
         await sender
-        log_event(log, "transfer_done", request=request.id, model=request.name, error=final.error)
+        log_event(log, "job_done", request=request.id, kind=type(request).__name__, error=final.error)
 
     async def _send(self, subject: str, queue: asyncio.Queue[Progress]) -> None:
         while True:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services.protocol import ChatMessage, CreateModelRequest
+from services.protocol import ChatMessage, CreateModelRequest, Progress
 from services.registry.bundled import BUNDLED_NAME, install_bundled
-from services.registry.create import create, human_number
+from services.registry.create import CreateError, create, human_number
 from services.registry.describe import resolve, show
 from services.registry.names import parse_name
 from services.registry.store import ModelStore
@@ -20,6 +21,17 @@ def store(tmp_path: Path) -> ModelStore:
     store = ModelStore(tmp_path)
     assert install_bundled(store) is not None
     return store
+
+
+def statuses_of(store: ModelStore, request: CreateModelRequest) -> list[str]:
+    """Create as the registry does (pruning), and the statuses it reported."""
+    reported: list[Progress] = []
+    create(store, request, True, reported.append)
+    return [p.status for p in reported]
+
+
+def make(store: ModelStore, **fields: Any) -> list[str]:
+    return statuses_of(store, CreateModelRequest.model_validate(fields))
 
 
 def weights(store: ModelStore) -> str:
@@ -44,13 +56,10 @@ def test_human_number_is_ollamas(count: int, shown: str) -> None:
 
 
 def test_from_a_gguf_blob(store: ModelStore) -> None:
-    result = create(store, CreateModelRequest(name="mine", files={"model.gguf": weights(store)}))
-    assert result.error is None
-    assert result.statuses == [
+    assert make(store, name="mine", files={"model.gguf": weights(store)}) == [
         "parsing GGUF",
         f"using existing layer {weights(store)}",
         "writing manifest",
-        "success",
     ]
     shown = show(store, "mine", verbose=False)
     assert shown.model is not None and shown.model.template is None  # the GGUF's own template renders
@@ -73,11 +82,11 @@ def test_from_a_model_with_every_text_layer(store: ModelStore) -> None:
         parameters={"temperature": 0.0, "stop": ["<|im_end|>", "Arr"]},
         messages=[ChatMessage(role="user", content="Hi"), ChatMessage(role="assistant", content="Arr!")],
     )
-    result = create(store, request)
-    assert result.error is None and result.statuses[-2:] == ["writing manifest", "success"]
-    assert f"using existing layer {weights(store)}" in result.statuses
+    statuses = statuses_of(store, request)
+    assert statuses[-1] == "writing manifest"
+    assert f"using existing layer {weights(store)}" in statuses
     assert (
-        sum(s.startswith("creating new layer") for s in result.statuses) == 5
+        sum(s.startswith("creating new layer") for s in statuses) == 5
     )  # system, 2 licenses, params, messages
     resolved = resolve(store, "pirate").model
     assert resolved is not None
@@ -100,19 +109,16 @@ def test_from_a_model_with_every_text_layer(store: ModelStore) -> None:
 
 
 def test_parameters_merge_with_the_base_models(store: ModelStore) -> None:
-    create(
-        store,
-        CreateModelRequest(name="a", from_model=BUNDLED_NAME, parameters={"temperature": 0.5, "top_k": 3}),
-    )
-    create(store, CreateModelRequest(name="b", from_model="a", parameters={"temperature": 0.1}))
+    make(store, name="a", from_model=BUNDLED_NAME, parameters={"temperature": 0.5, "top_k": 3})
+    make(store, name="b", from_model="a", parameters={"temperature": 0.1})
     params = resolve(store, "b").model.parameters  # type: ignore[union-attr]
     assert params is not None and (params.temperature, params.top_k) == (0.1, 3)
 
 
 def test_recreating_a_name_replaces_it_and_prunes_what_only_it_used(store: ModelStore) -> None:
-    create(store, CreateModelRequest(name="m", from_model=BUNDLED_NAME, system="first"))
+    make(store, name="m", from_model=BUNDLED_NAME, system="first")
     first = [layer["digest"] for layer in manifest(store, "m")["layers"]]  # type: ignore[attr-defined]
-    create(store, CreateModelRequest(name="M", from_model=BUNDLED_NAME, system="second"))
+    make(store, name="M", from_model=BUNDLED_NAME, system="second")
     assert [m.name.display_shortest for m in store.list()].count("m:latest") == 1  # same name, its case kept
     assert resolve(store, "m").model.system == "second"  # type: ignore[union-attr]
     gone = [d for d in first if not store.blob(d).exists()]
@@ -151,22 +157,24 @@ NO_BLOB = "sha256:" + "0" * 64
 )  # fmt: skip
 def test_errors(store: ModelStore, request_fields: dict[str, object], code: str, error: str) -> None:
     before = sorted(p.name for p in store.root.rglob("*"))
-    result = create(store, CreateModelRequest.model_validate(request_fields))
-    assert result.code == code and result.error is not None and result.error.startswith(error)
-    assert not result.statuses
+    reported: list[Progress] = []
+    with pytest.raises(CreateError) as caught:
+        create(store, CreateModelRequest.model_validate(request_fields), True, reported.append)
+    assert caught.value.code == code and str(caught.value).startswith(error)
+    assert not reported
     assert sorted(p.name for p in store.root.rglob("*")) == before  # nothing written
 
 
 def test_a_file_that_is_not_gguf(store: ModelStore) -> None:
     digest = store.put_blob_bytes(b"not a model")
-    unknown = create(store, CreateModelRequest(name="x", files={"weights.bin": digest}))
-    assert (unknown.code, unknown.error) == ("invalid", "unknown type")
-    named = create(store, CreateModelRequest(name="x", files={"weights.gguf": digest}))
-    assert (named.code, named.error) == ("invalid", "supplied file was not in GGUF format")
+    with pytest.raises(CreateError, match=r"^unknown type$"):
+        make(store, name="x", files={"weights.bin": digest})
+    with pytest.raises(CreateError, match=r"^supplied file was not in GGUF format$"):
+        make(store, name="x", files={"weights.gguf": digest})
 
 
 def test_the_config_describes_the_weights(store: ModelStore) -> None:
-    create(store, CreateModelRequest(name="c", files={"m.gguf": weights(store)}, requires="0.14.0"))
+    make(store, name="c", files={"m.gguf": weights(store)}, requires="0.14.0")
     config_digest = manifest(store, "c")["config"]["digest"]  # type: ignore[index]
     config = json.loads(store.blob(config_digest).read_text())
     assert config == {
