@@ -8,20 +8,16 @@ Anthropic's shape (`errors.install`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway import anthropic_format
 from services.gateway.bodies import ChatBody, decode_object, validate_body
-from services.gateway.core import Generation, submit
-from services.gateway.errors import STATUS, ApiError, BadRequest
-from services.gateway.relay import Event
+from services.gateway.core import submit
+from services.gateway.errors import BadRequest
 from services.gateway.requests import chat_request
+from services.gateway.sse import NamedEvent, named_events
 from services.gateway.state import GatewayState
-from services.protocol import Chunk, Done, Failed
 
 router = APIRouter(prefix="/v1")
 
@@ -45,25 +41,9 @@ async def messages(request: Request) -> Response:
     converter = anthropic_format.StreamConverter(
         mid, native.model, anthropic_format.estimate_input_tokens(data)
     )
-    return StreamingResponse(_events(converter, first, running), media_type="text/event-stream")
+    events = named_events(running, first, converter.process, _error)
+    return StreamingResponse(events, media_type="text/event-stream")
 
 
-async def _events(
-    converter: anthropic_format.StreamConverter, first: Event, running: Generation
-) -> AsyncIterator[bytes]:
-    try:
-        async for event in running.events(first):
-            if isinstance(event, Chunk | Done):
-                for name, data in converter.process(event):
-                    yield anthropic_format.sse(name, data)
-            elif isinstance(event, Failed):
-                yield _error(STATUS[event.code], event.error)
-    except ApiError as exc:
-        yield _error(exc.status, exc.message)
-    finally:
-        await running.close()
-
-
-def _error(status: int, message: str) -> bytes:
-    body: dict[str, Any] = anthropic_format.error(status, message)
-    return anthropic_format.sse("error", body)
+def _error(status: int, message: str) -> NamedEvent:
+    return "error", anthropic_format.error(status, message)

@@ -61,9 +61,6 @@ SOURCE_FIELDS = {"type": "string", "media_type": "string", "data": "string", "ur
 MESSAGE_STRUCT = 'struct { Role string "json:\\"role\\""; Content json.RawMessage "json:\\"content\\"" }'
 _GO_TYPES: dict[str, Any] = {"string": str, "bool": bool, "int": int, "float64": int | float}
 _BASE64 = frozenset((string.ascii_letters + string.digits + "+/").encode())
-_HTML = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-)
 
 
 class AnthropicRequestError(ValueError):
@@ -491,9 +488,3 @@ class StreamConverter:
     def _close(self, events: list[Event]) -> None:
         events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
         self._index += 1
-
-
-def sse(name: str, data: dict[str, Any]) -> bytes:
-    """writeSSE: `event:` and `data:` lines, the data as Go marshals it (compact, HTML-escaped)."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":")).translate(_HTML)
-    return f"event: {name}\ndata: {text}\n\n".encode("utf-8", "replace")

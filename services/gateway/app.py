@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
-from services.gateway import anthropic, changes, errors, info, native, openai
+from services.gateway import anthropic, changes, errors, info, native, openai, responses
 from services.gateway.guard import Guard
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     return app
 
 

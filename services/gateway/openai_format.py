@@ -73,7 +73,7 @@ def chat_body(data: dict[str, Any]) -> dict[str, Any]:
         "options": _options(data, ("max_tokens", "max_completion_tokens")),
         "tools": tools,
         "format": _format(data.get("response_format")),
-        "think": _think(data),
+        "think": think_from(data),
         "logprobs": bool(data.get("logprobs")),
         "top_logprobs": data.get("top_logprobs") or 0,
         "keep_alive": data.get("keep_alive"),
@@ -137,11 +137,11 @@ def _part(role: str, part: Any) -> dict[str, Any]:
         url = url.get("url") if isinstance(url, dict) else url
         if not isinstance(url, str):
             raise OpenAIRequestError("invalid message format")
-        return {"role": role, "content": "", "images": [_image(url)]}
+        return {"role": role, "content": "", "images": [image_base64(url)]}
     raise OpenAIRequestError("invalid message format")
 
 
-def _image(url: str) -> str:
+def image_base64(url: str) -> str:
     """The base64 of a data: URL, as Ollama's decodeImageURL accepts them."""
     if url.startswith(("http://", "https://")):
         raise OpenAIRequestError(
@@ -216,7 +216,8 @@ def _format(response_format: Any) -> Any:
     return None
 
 
-def _think(data: dict[str, Any]) -> bool | str | None:
+def think_from(data: dict[str, Any]) -> bool | str | None:
+    """Ollama's `think` for an OpenAI body's `reasoning.effort` (or `reasoning_effort`)."""
     reasoning = data.get("reasoning")
     effort = reasoning.get("effort") if isinstance(reasoning, dict) else data.get("reasoning_effort")
     if not effort:

@@ -11,6 +11,7 @@ import pytest
 
 from services.gateway import anthropic_format as af
 from services.gateway.bodies import ChatBody
+from services.gateway.sse import sse
 from services.protocol import Chunk, Done, ToolCall
 
 IMAGE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNk+A8AAQUBAScY42YAAAAASUVORK5CYII="
@@ -768,8 +769,8 @@ def test_stream_skips_calls_go_cannot_marshal() -> None:
 
 def test_sse() -> None:
     data = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a<b & é"}}
-    assert af.sse("content_block_delta", data) == (
+    assert sse("content_block_delta", data) == (
         b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
         b'"delta":{"type":"text_delta","text":"a\\u003cb \\u0026 \xc3\xa9"}}\n\n'
     )
-    assert json.loads(af.sse("x", data).split(b"data: ")[1]) == data
+    assert json.loads(sse("x", data).split(b"data: ")[1]) == data
