@@ -94,11 +94,17 @@ app.command("ls", help="List models (as `list`).")(list_models)
 
 @app.command()
 def ps(prefix: str = typer.Argument("", help="Only models whose name starts with this.")) -> None:
-    """List running models (NAME ID SIZE PROCESSOR CONTEXT UNTIL)."""
+    """List running models (NAME ID SIZE PROCESSOR CONTEXT UNTIL), and WAITING: requests queued
+    for each model, when any are (models that only have waiting requests get a row too)."""
+    client = _client()
     try:
-        models = _client().get("/api/ps")["models"]
+        models = client.get("/api/ps")["models"]
     except ClientError as exc:
         _fail(str(exc))
+    try:
+        waiting = {m["name"]: m["waiting"] for m in client.get("/api/queue")["models"]}
+    except ClientError:
+        waiting = {}  # an older server, or no scheduler: the running models still show
     now = datetime.now(UTC)
     rows = [
         [
@@ -110,9 +116,15 @@ def ps(prefix: str = typer.Argument("", help="Only models whose name starts with
             tables.until(tables.parse_time(m["expires_at"]), now),
         ]
         for m in models
-        if m["name"].lower().startswith(prefix.lower())
     ]
-    typer.echo(tables.table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows))
+    running = {m["name"] for m in models}
+    rows += [[name, "", "", "", "", ""] for name in waiting if name not in running]
+    rows = [row for row in rows if row[0].lower().startswith(prefix.lower())]
+    headers = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    if waiting:
+        headers.append("WAITING")
+        rows = [[*row, str(waiting.get(row[0], 0))] for row in rows]
+    typer.echo(tables.table(headers, rows))
 
 
 @app.command()

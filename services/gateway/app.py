@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
-from services.gateway import anthropic, changes, errors, info, native, openai, responses
+from services.gateway import anthropic, changes, errors, info, measure, native, openai, responses, scrape
 from services.gateway.guard import Guard
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
@@ -38,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
             await broker.stop()
             telemetry.shutdown()
 
+    measure.started()
     own_version = corral_version()
     app = FastAPI(title="corral", version=own_version, lifespan=lifespan)
     app.state.corral = state
@@ -57,6 +58,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
+    if settings.metrics:
+        app.state.scraper = scrape.Scraper()
+        app.include_router(scrape.router)
     return app
 
 

@@ -25,6 +25,9 @@ from services.gateway.state import GatewayState
 from services.protocol import Chunk, Done, Embeddings, Failed, GenerationRequest, Started, subjects
 
 T = TypeVar("T")
+# A client names its request with this header to ask GET /api/queue/<id> where it waits.
+CLIENT_ID_HEADER = "x-request-id"
+MAX_CLIENT_ID = 128
 
 
 @dataclass
@@ -137,6 +140,7 @@ async def submit(http: Request, state: GatewayState, request: GenerationRequest)
     """Queue `request` (QueueFull when the stream is full) and wait for the worker to start it."""
     timing = Timing(started=time.perf_counter_ns())
     request.reply_subject = subjects.reply_subject(request.id)
+    request.client_id = http.headers.get(CLIENT_ID_HEADER, "")[:MAX_CLIENT_ID]
     relayed = await state.relay.open(request)
     return Generation(http, relayed, timing)
 

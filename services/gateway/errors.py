@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.gateway import anthropic_format, openai_format
+from services.gateway import anthropic_format, measure, openai_format
 from services.gateway.guard import MAX_BODY, BodyTooLarge
 from services.protocol.messages import ErrorCode
 
@@ -76,6 +76,7 @@ def failure(message: str, code: ErrorCode) -> ApiError:
 def error_response(status: int, message: str, path: str = "") -> JSONResponse:
     """The one mapping of an error to a body, per API flavour: Anthropic's under /v1/messages,
     OpenAI's elsewhere under /v1/, Ollama's `{"error": "..."}` everywhere else."""
+    measure.failed_response(status)
     body: dict[str, Any]
     if path.startswith("/v1/messages"):
         body = anthropic_format.error(status, message)

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from services.gateway.bodies import ShowBody, parse_body
-from services.gateway.errors import BadRequest
-from services.protocol import ResidentModel
+from services.gateway.errors import BadRequest, NotFound
+from services.protocol import QueueState, ResidentModel
 from services.version import OLLAMA_API_VERSION
 
 router = APIRouter()
@@ -22,6 +22,23 @@ FOREVER_SECONDS = 9_223_372_036  # Go's math.MaxInt64 nanoseconds
 @router.api_route("/", methods=["GET", "HEAD"])
 async def root() -> PlainTextResponse:
     return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/queue")
+async def queue(request: Request) -> dict[str, Any]:
+    """How many requests wait for a worker, in all and per model (with why). Not in Ollama."""
+    state: QueueState = await request.app.state.corral.queue()
+    return state.model_dump(include={"waiting", "models"})
+
+
+@router.get("/api/queue/{client_id}")
+async def queue_position(request: Request, client_id: str) -> dict[str, Any]:
+    """Where the request sent with `X-Request-Id: <client_id>` waits: its place among the
+    requests for the same model (1: next). 404 once it runs, or if it never waited."""
+    state: QueueState = await request.app.state.corral.queue(client_id)
+    if state.position is None:
+        raise NotFound(f"request '{client_id}' is not waiting")
+    return {"position": state.position, "model": state.model, "reason": state.reason}
 
 
 @router.api_route("/api/version", methods=["GET", "HEAD"])

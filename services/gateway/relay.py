@@ -17,6 +17,7 @@ from nats.aio.subscription import Subscription
 from nats.js.errors import APIError, NoStreamResponseError
 
 from services import telemetry
+from services.gateway import measure
 from services.gateway.errors import ApiError, QueueFull, Unavailable
 from services.protocol import REPLY, Chunk, Done, Embeddings, Failed, GenerationRequest, Started, subjects
 from services.telemetry import log_event
@@ -43,6 +44,7 @@ class Relay:
                 f"request too large: {len(data)} bytes to queue, at most {connection.max_payload}", 413
             )
         subscription = await connection.subscribe(request.reply_subject)
+        measured = measure.Measured(request)
         try:
             # nats-py directly: faststream's publish costs milliseconds on every request's way in.
             await connection.jetstream().publish(
@@ -50,26 +52,34 @@ class Relay:
                 data,
                 timeout=PUBLISH_TIMEOUT,
                 stream=subjects.REQUEST_STREAM,
-                headers=telemetry.inject({"Nats-Msg-Id": request.id}),
+                headers=telemetry.inject({"Nats-Msg-Id": request.id}, measured.context),
             )
         except APIError as exc:
             await subscription.unsubscribe()
             if exc.err_code == STREAM_FULL:
                 log_event(log, "rejected", request=request.id, reason="queue full")
+                measured.rejected()
                 raise QueueFull() from exc
+            measured.seen(Failed(error=exc.description or "queue unavailable", code="unavailable"))
             raise ApiError(f"queue unavailable: {exc.description}", 503) from exc
         except (NoStreamResponseError, nats.errors.TimeoutError) as exc:
             await subscription.unsubscribe()
+            measured.seen(Failed(error="no answer from the request stream", code="unavailable"))
             raise Unavailable("queue unavailable: no answer from the request stream") from exc
-        log_event(log, "submitted", request=request.id, model=request.model.name)
-        return RelayedRequest(self._broker, request, subscription, self._idle_timeout)
+        log_event(log, "submitted", context=measured.context, request=request.id, model=request.model.name)
+        return RelayedRequest(self._broker, request, subscription, self._idle_timeout, measured)
 
 
 class RelayedRequest:
     """The replies of one request, in order, ending at Done, Embeddings or Failed."""
 
     def __init__(
-        self, broker: NatsBroker, request: GenerationRequest, subscription: Subscription, idle: float
+        self,
+        broker: NatsBroker,
+        request: GenerationRequest,
+        subscription: Subscription,
+        idle: float,
+        measured: measure.Measured,
     ) -> None:
         self._broker = broker
         self.request = request
@@ -78,6 +88,7 @@ class RelayedRequest:
         self._finished = False
         self._started = False
         self._held: Event | None = None  # read ahead by ready_chunks, not yet returned
+        self._measured = measured
 
     async def next_event(self) -> Event:
         """The next reply; ApiError when the worker falls silent after starting."""
@@ -107,6 +118,7 @@ class RelayedRequest:
         return chunks
 
     def _seen(self, event: Event) -> Event:
+        self._measured.seen(event)
         self._started = self._started or isinstance(event, Started)
         self._finished = self._finished or isinstance(event, Done | Embeddings | Failed)
         return event
@@ -118,6 +130,7 @@ class RelayedRequest:
         subscription, self._subscription = self._subscription, None
         if not self._finished:
             self._finished = True
-            log_event(log, "client_gone", request=self.request.id)
+            log_event(log, "client_gone", context=self._measured.context, request=self.request.id)
+            self._measured.gone()
             await self._broker.connection.publish(subjects.cancel_subject(self.request.id), b"")
         await asyncio.shield(subscription.unsubscribe())

@@ -22,6 +22,8 @@ from services.protocol import (
     DeleteRequest,
     ModelRef,
     Progress,
+    QueueRequest,
+    QueueState,
     RegistryResult,
     ResolveRequest,
     ResolveResult,
@@ -34,7 +36,7 @@ from services.protocol import (
 from services.protocol.messages import Message
 from services.runtime import request
 
-REGISTRY_TIMEOUT = 5.0  # seconds, for questions the registry answers from its index
+REGISTRY_TIMEOUT = 5.0  # seconds, for questions the registry (or scheduler) answers from memory
 
 
 @dataclass
@@ -60,6 +62,15 @@ class GatewayState:
         if result.model is None:
             raise failure(result.error or f"model '{name}' not found", result.code)
         return result.model
+
+    async def queue(self, client_id: str = "") -> QueueState:
+        """The scheduler's queue, and where the request the client named `client_id` waits."""
+        try:
+            question = QueueRequest(client_id=client_id)
+            data = await request(self.broker, subjects.SCHEDULER_QUEUE, question, REGISTRY_TIMEOUT)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+            raise Unavailable("scheduler is not available") from exc
+        return QueueState.model_validate_json(data)
 
     async def show(self, name: str, verbose: bool) -> ShowResult:
         result = ShowResult.model_validate_json(

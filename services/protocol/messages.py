@@ -134,13 +134,18 @@ class ModelDetails(Message):
     quantization_level: str = ""
 
 
+# A blob's content address. Anything else is refused where a message is read, so no message
+# can name a path: a worker builds the weights' path from this and nothing else.
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
 class ModelRef(Message):
     """A model as resolved by the registry: the name the client used, the weights it means,
     and what its manifest says about rendering prompts for it."""
 
     name: str  # as /api/tags shows it: "smollm2:135m"
     full_name: str  # "registry.ollama.ai/library/smollm2:135m", as Ollama's capability errors say
-    digest: str  # sha256:<hex> of the weights layer; content-addresses the file in blobs/
+    digest: Digest  # of the weights layer; content-addresses the file in blobs/
     size: int
     manifest_digest: str = ""  # sha256 hex of the manifest: the model's id in /api/tags, /api/ps
     details: ModelDetails = Field(default_factory=ModelDetails)
@@ -185,6 +190,7 @@ class GenerationRequest(Message):
     options: Options = Field(default_factory=Options)
     keep_alive: float | None = None
     reply_subject: str
+    client_id: str = ""  # the client's X-Request-Id: how it finds its place in the queue
 
     def options_for(self, model_parameters: Options | None) -> Options:
         """The options this request runs with: Ollama's defaults, the model's, then its own."""
@@ -247,6 +253,7 @@ class Device(Message):
     id: str  # "cpu", "cuda:0", …
     kind: Literal["cpu", "cuda"]
     free_memory: int  # bytes
+    total_memory: int = 0  # bytes; 0 when unknown
 
 
 class ResidentModel(Message):
@@ -289,6 +296,7 @@ class LoadCommand(Message):
     num_ctx: int
     slots: int
     keep_alive: float | None = None
+    request_id: str = ""  # the request it is loaded for: its keep_alive waits for that request
 
 
 class UnloadCommand(Message):
@@ -439,3 +447,34 @@ class ShowResult(Message):
 
 class CatalogList(Message):
     models: list[CatalogEntry] = Field(default_factory=list)
+
+
+class MetricsSnapshot(Message):
+    """One process's metrics at a scrape, in Prometheus's text format (answer to METRICS_SCRAPE)."""
+
+    service: str  # its service.name: "corral-worker"
+    instance: str  # its service.instance.id: "<host>-<pid>"
+    text: str
+
+
+class QueueRequest(Message):
+    """A question to the scheduler: the queue, and where the request `client_id` waits in it."""
+
+    client_id: str = ""
+
+
+class WaitingModel(Message):
+    name: str
+    waiting: int
+    reasons: dict[str, int]  # why they wait ("model loading", "all slots busy", …): how many
+
+
+class QueueState(Message):
+    """Requests waiting for a worker (those being handed to one are not counted), by model."""
+
+    waiting: int
+    models: list[WaitingModel] = Field(default_factory=list)
+    # the asked request: its place among those waiting for the same model (1: next), or None
+    position: int | None = None
+    model: str = ""
+    reason: str = ""

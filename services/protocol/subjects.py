@@ -12,6 +12,8 @@
 | `corral.registry.blob.head/.open`        | request/reply                 | gateway → registry          |
 | `corral.upload.<registry>.<upload>`      | request/reply, raw bytes      | gateway → one registry      |
 | `corral.registry.pull/.push`             | core; Progress to reply subj. | gateway → registry          |
+| `corral.metrics.scrape`                  | core, one answer per process  | gateway → every service     |
+| `corral.scheduler.queue`                 | request/reply                 | gateway → scheduler         |
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ REGISTRY_PULL = "corral.registry.pull"
 REGISTRY_PUSH = "corral.registry.push"
 REGISTRY_BLOB_HEAD = "corral.registry.blob.head"
 REGISTRY_BLOB_OPEN = "corral.registry.blob.open"
+# Every process answers with a MetricsSnapshot to the scrape's reply subject; the gateway's
+# /metrics gathers them.
+METRICS_SCRAPE = "corral.metrics.scrape"
+SCHEDULER_QUEUE = "corral.scheduler.queue"
 # An upload's chunks: raw bytes, each with its offset (decimal bytes) in UPLOAD_OFFSET; the last,
 # empty, message carries UPLOAD_END. Every chunk is answered with a RegistryResult. A sender that
 # gives up publishes an empty message with UPLOAD_ABORT (no answer).

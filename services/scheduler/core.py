@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,9 +29,12 @@ from services.protocol import (
     Failed,
     GenerationRequest,
     LoadCommand,
+    QueueState,
     RunCommand,
+    WaitingModel,
     WorkerState,
 )
+from services.scheduler import measure
 from services.scheduler.fleet import Fleet
 from services.scheduler.placement import Dispatch, Load, Wait, Want, place
 from services.telemetry import log_event
@@ -63,6 +67,8 @@ class Pending:
     want: Want  # the instance it runs on: weights, num_ctx (defaults filled in) and slots
     trace: Context | None = None  # the gateway's trace, continued by commands for this request
     dispatching: bool = False
+    arrived: float = 0.0  # the scheduler's clock
+    reason: str = ""  # why it waits, as placement last said ("" before its first placement)
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,10 @@ class Scheduler:
         if known is not None:  # redelivered while still held here: keep the newer handle
             known.message = message
             return
-        self._pending[request.id] = Pending(request, message, want, trace)
-        log_event(log, "queued", request=request.id, model=request.model.name, waiting=self.waiting)
+        self._pending[request.id] = Pending(request, message, want, trace, arrived=self._clock())
+        log_event(
+            log, "queued", context=trace, request=request.id, model=request.model.name, waiting=self.waiting
+        )
 
     def want(self, request: GenerationRequest) -> Want:
         """The instance a request needs. The one place num_ctx is decided (the request's, else
@@ -190,12 +198,41 @@ class Scheduler:
             num_ctx = min(num_ctx, model.context_length)
         return Want(model.digest, num_ctx, model.size, self._num_parallel)
 
+    def waiting_by(self) -> Counter[tuple[str, str]]:
+        """How many requests wait, by model name and reason."""
+        return Counter((p.request.model.name, p.reason) for p in list(self._pending.values()))
+
+    def queue(self, client_id: str = "") -> QueueState:
+        """What waits, by model (in arrival order), and where the request `client_id` is."""
+        waiting = [p for p in self._pending.values() if not p.dispatching]
+        by_model: dict[str, list[Pending]] = {}
+        for pending in waiting:
+            by_model.setdefault(pending.request.model.name, []).append(pending)
+        state = QueueState(
+            waiting=len(waiting),
+            models=[
+                WaitingModel(name=name, waiting=len(queued), reasons=dict(Counter(p.reason for p in queued)))
+                for name, queued in by_model.items()
+            ],
+        )
+        for queued in by_model.values():
+            for position, pending in enumerate(queued, start=1):
+                if client_id and pending.request.client_id == client_id and state.position is None:
+                    state.position, state.model = position, pending.request.model.name
+                    state.reason = pending.reason
+        return state
+
+    def workers(self) -> int:
+        return len(self._fleet.workers())
+
     def _cancelled(self, request_id: str) -> None:
         pending = self._pending.get(request_id)
         if pending is not None and not pending.dispatching:
             del self._pending[request_id]
             self._spawn(pending.message.ack())
-            log_event(log, "cancelled", request=request_id, model=pending.request.model.name)
+            log_event(
+                log, "cancelled", context=pending.trace, request=request_id, model=pending.request.model.name
+            )
 
     def _run_answered(self, pending: Pending, worker_id: str, result: CommandResult) -> None:
         want = pending.want
@@ -208,9 +245,19 @@ class Scheduler:
         if result.ok:
             del self._pending[pending.request.id]
             self._spawn(pending.message.ack())
-            log_event(log, "placed", request=pending.request.id, worker=worker_id)
+            log_event(log, "placed", context=pending.trace, request=pending.request.id, worker=worker_id)
+            measure.queue_wait.record(
+                self._clock() - pending.arrived, {measure.MODEL: pending.request.model.name}
+            )
         else:
-            log_event(log, "run_refused", request=pending.request.id, worker=worker_id, reason=result.error)
+            log_event(
+                log,
+                "run_refused",
+                context=pending.trace,
+                request=pending.request.id,
+                worker=worker_id,
+                reason=result.error,
+            )
 
     def _load_answered(self, worker_id: str, want: Want, result: CommandResult) -> None:
         self._fleet.load_finished(worker_id, want.digest, want.num_ctx)
@@ -221,6 +268,7 @@ class Scheduler:
             return
         error = result.error or "model failed to load"
         log_event(log, "load_failed", level=logging.ERROR, worker=worker_id, error=error)
+        measure.load_failures.add(1, {measure.WORKER: worker_id})
         for pending in list(self._pending.values()):
             if pending.want == want and not pending.dispatching:
                 del self._pending[pending.request.id]
@@ -241,13 +289,24 @@ class Scheduler:
             match place(self._fleet.workers(), want):
                 case Dispatch(worker_id):
                     pending.dispatching = True
+                    self._decided(pending, "dispatch")
                     self._fleet.reserve_slot(worker_id, want.digest, want.num_ctx)
                     self._spawn(self._dispatch(pending, worker_id))
                 case Load(worker_id, evict):
+                    self._decided(pending, "load", "model loading")
                     self._fleet.mark_loading(worker_id, want.digest, want.num_ctx)
                     self._spawn(self._load(pending, worker_id, evict))
-                case Wait():
-                    pass
+                case Wait(reason):
+                    if reason != pending.reason:
+                        self._decided(pending, "wait", reason)
+
+    def _decided(self, pending: Pending, decision: str, reason: str = "") -> None:
+        """Count a decision; log a waiting request's reason when it changes."""
+        attributes = {measure.DECISION: decision, measure.MODEL: pending.request.model.name}
+        measure.placements.add(1, attributes | ({measure.REASON: reason} if reason else {}))
+        if reason and reason != pending.reason:
+            log_event(log, "waiting", context=pending.trace, request=pending.request.id, reason=reason)
+        pending.reason = reason
 
     async def _dispatch(self, pending: Pending, worker_id: str) -> None:
         try:
@@ -261,16 +320,25 @@ class Scheduler:
 
     async def _load(self, pending: Pending, worker_id: str, evict: tuple[str, ...]) -> None:
         request, want = pending.request, pending.want
-        log_event(log, "loading", worker=worker_id, model=request.model.name, evict=list(evict))
+        log_event(
+            log,
+            "loading",
+            context=pending.trace,
+            worker=worker_id,
+            model=request.model.name,
+            evict=list(evict),
+        )
         try:
             for digest in evict:
                 await self._transport.unload(worker_id, digest)
                 log_event(log, "evicted", worker=worker_id, digest=digest[:19])
+                measure.evictions.add(1, {measure.WORKER: worker_id})
             command = LoadCommand(
                 model=request.model,
                 num_ctx=want.num_ctx,
                 slots=want.slots,
                 keep_alive=request.keep_alive,
+                request_id=request.id,
             )
             with _tracer.start_as_current_span("load", context=pending.trace):
                 result = await self._transport.load(worker_id, command)

@@ -22,6 +22,8 @@ from services.protocol import (
     Failed,
     GenerationRequest,
     LoadCommand,
+    QueueRequest,
+    QueueState,
     RunCommand,
     UnloadCommand,
     WorkerState,
@@ -29,6 +31,7 @@ from services.protocol import (
 )
 from services.protocol.messages import Message
 from services.runtime import request
+from services.scheduler import measure
 from services.scheduler.core import Arrived, Cancelled, Heartbeat, Scheduler, Tick
 from services.scheduler.stream import ensure_request_stream
 from services.telemetry import log_event
@@ -88,10 +91,15 @@ def register(broker: NatsBroker, settings: Settings) -> Scheduler:
         context_length=settings.context_length,
         stale_after=settings.stale_after,
     )
+    measure.observe(scheduler.waiting_by, scheduler.workers)
 
     @broker.subscriber(subjects.HEARTBEAT)
     async def on_heartbeat(state: WorkerState) -> None:
         scheduler.submit(Heartbeat(state))
+
+    @broker.subscriber(subjects.SCHEDULER_QUEUE)
+    async def on_queue(question: QueueRequest) -> QueueState:
+        return scheduler.queue(question.client_id)
 
     @broker.subscriber(subjects.CANCEL_ALL)
     async def on_cancel(message: NatsMessage) -> None:

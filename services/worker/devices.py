@@ -9,7 +9,11 @@ from services.protocol import Device
 
 
 def cpu_device() -> Device:
-    return Device(id="cpu", kind="cpu", free_memory=_available_memory())
+    return Device(id="cpu", kind="cpu", free_memory=_available_memory(), total_memory=_physical_memory())
+
+
+def _physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _available_memory() -> int:
@@ -20,4 +24,4 @@ def _available_memory() -> int:
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return _physical_memory()

@@ -4,7 +4,9 @@ Owned by the worker's event loop alone (engine threads never touch it). The
 keep_alive timer of an instance runs only while it is idle: it stops when a
 request takes a slot and restarts from the last request's end, as in Ollama.
 A request's `keep_alive` replaces the instance's value and sticks; requests
-without one inherit it.
+without one inherit it. An instance loaded for a request waits for that request
+(at most FIRST_RUN_WAIT, or until it is cancelled) before its timer can run out,
+so a keep_alive of 0 unloads after the request, not between its load and its run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 
 from services.protocol import ModelRef, ResidentModel
 from services.worker.engines.base import LoadedModel
+
+FIRST_RUN_WAIT = 60.0  # seconds a fresh instance waits for the request it was loaded for
 
 
 def expiry(keep_alive: float, now: float) -> float | None:
@@ -31,6 +35,7 @@ class Instance:
     busy: int = 0
     expires_at: float | None = None
     running: set[str] = field(default_factory=set)
+    awaiting: str = ""  # the request it was loaded for, until that request runs or is cancelled
 
     @property
     def key(self) -> tuple[str, int]:
@@ -65,14 +70,27 @@ class Residency:
     def instances(self) -> list[Instance]:
         return list(self._instances.values())
 
-    def begin_load(self, model: ModelRef, num_ctx: int, slots: int, keep_alive: float) -> Instance:
-        instance = Instance(model, num_ctx, slots, keep_alive)
+    def begin_load(
+        self, model: ModelRef, num_ctx: int, slots: int, keep_alive: float, for_request: str = ""
+    ) -> Instance:
+        instance = Instance(model, num_ctx, slots, keep_alive, awaiting=for_request)
         self._instances[instance.key] = instance
         return instance
 
     def finish_load(self, instance: Instance, loaded: LoadedModel) -> None:
+        now = self._clock()
         instance.loaded = loaded
-        instance.expires_at = expiry(instance.keep_alive, self._clock())
+        instance.expires_at = expiry(instance.keep_alive, now)
+        if instance.awaiting and instance.expires_at is not None:
+            instance.expires_at = max(instance.expires_at, now + FIRST_RUN_WAIT)
+
+    def cancelled(self, request_id: str) -> None:
+        """A request that an instance was loaded for will not come: its own timer applies."""
+        for instance in self._instances.values():
+            if instance.awaiting == request_id:
+                instance.awaiting = ""
+                if instance.busy == 0 and instance.loaded is not None:
+                    instance.expires_at = expiry(instance.keep_alive, self._clock())
 
     def forget(self, instance: Instance) -> None:
         self._instances.pop(instance.key, None)
@@ -86,6 +104,7 @@ class Residency:
         instance.busy += 1
         instance.running.add(request_id)
         instance.expires_at = None
+        instance.awaiting = ""
         return True
 
     def release(self, instance: Instance, request_id: str) -> None:

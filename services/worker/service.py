@@ -6,6 +6,7 @@ from faststream.nats import NatsBroker, NatsMessage
 
 from services.config import Settings
 from services.protocol import CommandResult, LoadCommand, RunCommand, UnloadCommand, subjects
+from services.worker import measure
 from services.worker.engines.base import Engine
 from services.worker.worker import Worker
 
@@ -25,6 +26,7 @@ def register(broker: NatsBroker, settings: Settings) -> Worker:
         await broker.connection.publish(subject, data)
 
     worker = Worker(settings, select_engine(settings), publish, subjects.HEARTBEAT)
+    measure.observe(worker.state)
 
     @broker.subscriber(subjects.worker_run(worker.id))
     async def on_run(command: RunCommand) -> CommandResult:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.config import Settings
 from services.protocol import (
@@ -31,6 +32,7 @@ from services.protocol import (
 )
 from services.protocol.messages import Message
 from services.telemetry import log_event
+from services.worker import measure
 from services.worker.engines.base import Engine, EngineError, InvalidJob, Job, LoadedModel, LoadSpec, Step
 from services.worker.generation import Generation, max_tokens, sampling_for
 from services.worker.handoff import Outbox, StepInbox
@@ -99,11 +101,17 @@ class Worker:
     async def load(self, command: LoadCommand) -> CommandResult:
         if self._residency.get(command.model.digest, command.num_ctx) is not None:
             return CommandResult(ok=True, state=self.state())
+        weights = weights_path(self._settings.models, command.model.digest)
+        if weights is None:
+            log_event(log, "load_refused", level=logging.ERROR, model=command.model.name)
+            return CommandResult(ok=False, error="model weights outside OLLAMA_MODELS", state=self.state())
         keep_alive = self._settings.keep_alive if command.keep_alive is None else command.keep_alive
-        instance = self._residency.begin_load(command.model, command.num_ctx, command.slots, keep_alive)
+        instance = self._residency.begin_load(
+            command.model, command.num_ctx, command.slots, keep_alive, command.request_id
+        )
         self._touch()
         spec = LoadSpec(
-            path=self._settings.models / "blobs" / command.model.digest.replace(":", "-"),
+            path=weights,
             num_ctx=command.num_ctx,
             slots=command.slots,
             flash_attention=self._settings.flash_attention,
@@ -117,10 +125,14 @@ class Worker:
             self._residency.forget(instance)
             self._touch()
             log_event(log, "load_failed", level=logging.ERROR, model=command.model.name, error=exc)
+            measure.loads.add(1, self._about(command.model.name) | {"corral.load.result": "failed"})
             return CommandResult(ok=False, error=str(exc), state=self.state())
         self._residency.finish_load(instance, loaded)
         self._touch()
-        log_event(log, "loaded", model=command.model.name, seconds=round(time.perf_counter() - started, 3))
+        seconds = time.perf_counter() - started
+        log_event(log, "loaded", model=command.model.name, seconds=round(seconds, 3))
+        measure.loads.add(1, self._about(command.model.name) | {"corral.load.result": "loaded"})
+        measure.load_duration.record(seconds, self._about(command.model.name))
         return CommandResult(ok=True, state=self.state())
 
     async def unload(self, command: UnloadCommand) -> CommandResult:
@@ -143,6 +155,7 @@ class Worker:
         return CommandResult(ok=True, state=self.state())
 
     def cancel(self, request_id: str) -> None:
+        self._residency.cancelled(request_id)
         running = self._running.get(request_id)
         if running is None or running.cancelled:
             return
@@ -169,6 +182,7 @@ class Worker:
                 return
             done = await self._generate(running, loaded)
             self._send(reply, done)
+            self._count_tokens(request.model.name, done.prompt_eval_count, done.eval_count)
             log_event(
                 log,
                 "done",
@@ -229,6 +243,15 @@ class Worker:
         vectors = await asyncio.to_thread(loaded.embed, inputs) if inputs else []
         count = sum(len(tokens) for tokens in inputs)
         self._send(request.reply_subject, Embeddings(embeddings=vectors, prompt_eval_count=count))
+        self._count_tokens(request.model.name, count, 0)
+
+    def _about(self, model: str) -> dict[str, str]:
+        """The attributes of a metric about `model` on this worker."""
+        return {measure.WORKER: self.id, measure.MODEL: model}
+
+    def _count_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        measure.tokens.add(input_tokens, self._about(model) | {measure.TOKEN_TYPE: "input"})
+        measure.tokens.add(output_tokens, self._about(model) | {measure.TOKEN_TYPE: "output"})
 
     def _steps(self) -> StepInbox:
         if self._inbox is None:
@@ -265,6 +288,7 @@ class Worker:
         if instance.loaded is not None:
             instance.loaded.close()
         log_event(log, "unloaded", model=instance.model.name, reason=why)
+        measure.unloads.add(1, self._about(instance.model.name) | {"corral.unload.reason": why})
 
     async def heartbeat_loop(self) -> None:
         """Send replies; beat on every change and at least every interval; unload what expired."""
@@ -294,3 +318,11 @@ class Worker:
                 self._close(instance, "shutdown")
         self._send(self._heartbeat_subject, self.state())
         await self._outbox.flush()
+
+
+def weights_path(models: Path, digest: str) -> Path | None:
+    """The blob file of `digest` under `models`, or None when it leads elsewhere (a symlink
+    out of the store): the worker opens nothing outside OLLAMA_MODELS."""
+    root = models.resolve()
+    path = (root / "blobs" / digest.replace(":", "-")).resolve()
+    return path if path.is_relative_to(root) else None

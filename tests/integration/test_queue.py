@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,14 +35,14 @@ QUICK = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predi
 class Background:
     """A streaming request running in a thread; records its chunks as they arrive."""
 
-    def __init__(self, url: str, body: dict) -> None:
+    def __init__(self, url: str, body: dict, headers: dict[str, str] | None = None) -> None:
         self.chunks: list[dict] = []
         self.status: int | None = None
-        self._thread = threading.Thread(target=self._run, args=(url, body), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(url, body, headers or {}), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, body: dict) -> None:
-        with httpx.stream("POST", f"{url}/api/generate", json=body, timeout=120) as response:
+    def _run(self, url: str, body: dict, headers: dict[str, str]) -> None:
+        with httpx.stream("POST", f"{url}/api/generate", json=body, headers=headers, timeout=120) as response:
             self.status = response.status_code
             for line in response.iter_lines():
                 if line:
@@ -101,6 +104,44 @@ def test_scheduler_restart_loses_no_waiting_request(small_queue: Stack) -> None:
     final = waiting.join()[-1]
     assert final["done"] is True and final["eval_count"] > 0
     assert queued(stack) == 0
+
+
+def waiting(stack: Stack) -> int:
+    return int(httpx.get(f"{stack.url}/api/queue").json()["waiting"])
+
+
+def test_the_queue_says_how_many_wait_and_a_client_its_place(stack: Stack) -> None:
+    """GET /api/queue counts what waits per model and why; a client that sent X-Request-Id
+    learns its place from GET /api/queue/<id>; `corral ps` shows the waiting count."""
+    running = Background(stack.url, LONG)
+    until(lambda: len(running.chunks) > 0, what="first chunk")
+    short = {**LONG, "options": {"num_predict": 4}}
+    first = Background(stack.url, short, headers={"X-Request-Id": "first-client"})
+    until(lambda: waiting(stack) == 1, what="one request waiting")
+    second = Background(stack.url, short, headers={"X-Request-Id": "second-client"})
+    until(lambda: waiting(stack) == 2, what="two requests waiting")
+
+    assert httpx.get(f"{stack.url}/api/queue").json() == {
+        "waiting": 2,
+        "models": [{"name": MODEL, "waiting": 2, "reasons": {"all slots busy": 2}}],
+    }
+    place = httpx.get(f"{stack.url}/api/queue/second-client")
+    assert place.json() == {"position": 2, "model": MODEL, "reason": "all slots busy"}
+    assert httpx.get(f"{stack.url}/api/queue/first-client").json()["position"] == 1
+    ps = subprocess.run(
+        [str(Path(sys.executable).with_name("corral")), "ps"],
+        env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert ps[0].split()[-1] == "WAITING" and ps[1].split()[0] == MODEL and ps[1].split()[-1] == "2", ps
+
+    for request in (running, first, second):
+        assert request.join()[-1]["done"] is True
+    gone = httpx.get(f"{stack.url}/api/queue/first-client")
+    assert gone.status_code == 404 and gone.json() == {"error": "request 'first-client' is not waiting"}
+    assert waiting(stack) == 0
 
 
 def test_keep_alive_expiry_unloads_the_model(stack: Stack) -> None:

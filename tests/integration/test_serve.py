@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.otlp import OtlpReceiver, exporting_to
+from tests.otlp import OtlpReceiver, Span, exporting_to
 from tests.stack import MODEL, Stack, free_port
 from tests.watch import until
 
@@ -100,5 +100,28 @@ def test_one_request_is_one_trace_across_services(tmp_path: Path, nats_binary: P
                 return set.intersection(*(traces.get(name, set()) for name in services))
 
             until(lambda: bool(shared()), what="one trace id in the spans of all three services")
+
+            # The request's own span, with GenAI attributes, and its queue wait and generation.
+            # (The stack's readiness check, a preload, made one before: done_reason "load".)
+            def generated() -> list[Span]:
+                spans = receiver.named(f"text_completion {MODEL}")
+                return [s for s in spans if s.attributes.get("gen_ai.response.finish_reasons") == ["length"]]
+
+            until(lambda: bool(generated()), what="the request's span")
+            (request,) = generated()
+            assert request.trace_id in shared()
+            assert request.attributes["gen_ai.request.model"] == MODEL
+            assert request.attributes["gen_ai.usage.output_tokens"] == 4
+            for phase in ("queue wait", "generation"):
+                until(
+                    lambda p=phase: any(s.parent_id == request.span_id for s in receiver.named(p)), what=phase
+                )
+                (span,) = [s for s in receiver.named(phase) if s.parent_id == request.span_id]
+                assert span.trace_id == request.trace_id
+            (dispatch,) = [s for s in receiver.named("dispatch") if s.trace_id == request.trace_id]
+            assert dispatch.service == "corral-scheduler"
+            # Logs name the trace: the scheduler's placement and the gateway's submission.
+            assert f"trace_id={request.trace_id}" in stack.log("scheduler")
+            assert f"trace_id={request.trace_id}" in stack.log("gateway")
         finally:
             stack.stop()

@@ -73,3 +73,12 @@ def test_subjects_share_the_request_id() -> None:
     assert subjects.request_id_of(subjects.cancel_subject("abc")) == "abc"
     assert subjects.request_subject("chat").startswith(subjects.REQUEST_SUBJECTS[:-1])
     assert subjects.worker_run("w1") != subjects.worker_load("w1")
+
+
+@pytest.mark.parametrize(
+    "digest", ["sha256:../../etc/passwd", "/etc/passwd", "sha256:" + "a" * 63, "sha256:" + "A" * 64, "md5:x"]
+)
+def test_a_model_reference_names_only_a_blob(digest: str) -> None:
+    """No message can make a worker open a path: the weights are named by their digest alone."""
+    with pytest.raises(ValidationError):
+        ModelRef(name="m", full_name="r/l/m:t", digest=digest, size=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.protocol import ModelRef
-from services.worker.residency import Residency, expiry
+from services.worker.residency import FIRST_RUN_WAIT, Residency, expiry
 
 
 class Clock:
@@ -73,3 +73,47 @@ def test_slots_limit_and_unload_when_idle() -> None:
     residency.release(instance, "r2")
     assert residency.expired() == [instance]
     assert residency.next_expiry() == clock.now
+
+
+def loaded_for(clock: Clock, keep_alive: float, request_id: str):  # type: ignore[no-untyped-def]
+    residency = Residency(clock)
+    instance = residency.begin_load(MODEL, 2048, 1, keep_alive, for_request=request_id)
+    residency.finish_load(instance, Model())  # type: ignore[arg-type]
+    return residency, instance
+
+
+def test_keep_alive_zero_waits_for_the_request_it_was_loaded_for() -> None:
+    """keep_alive 0 (the request's or OLLAMA_KEEP_ALIVE's): unload after the run, not before it."""
+    clock = Clock()
+    residency, instance = loaded_for(clock, keep_alive=0, request_id="r1")
+    clock.now += 1
+    assert residency.expired() == []
+    assert residency.acquire(instance, "r1", 0)
+    residency.release(instance, "r1")
+    assert residency.expired() == [instance]
+
+
+def test_a_fresh_instance_waits_no_longer_once_its_request_is_cancelled() -> None:
+    clock = Clock()
+    residency, instance = loaded_for(clock, keep_alive=0, request_id="r1")
+    residency.cancelled("other")
+    assert residency.expired() == []
+    residency.cancelled("r1")
+    assert residency.expired() == [instance]
+
+
+def test_a_fresh_instance_waits_at_most_first_run_wait_for_a_request_that_never_comes() -> None:
+    clock = Clock()
+    residency, instance = loaded_for(clock, keep_alive=0, request_id="r1")
+    clock.now += FIRST_RUN_WAIT - 1
+    assert residency.expired() == []
+    clock.now += 1
+    assert residency.expired() == [instance]
+
+
+def test_a_longer_keep_alive_is_not_shortened_and_forever_stays_forever() -> None:
+    clock = Clock()
+    _, instance = loaded_for(clock, keep_alive=600, request_id="r1")
+    assert instance.expires_at == clock.now + 600
+    _, forever = loaded_for(clock, keep_alive=-1, request_id="r1")
+    assert forever.expires_at is None

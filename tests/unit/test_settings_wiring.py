@@ -13,6 +13,8 @@ from services.config import SETTINGS_FIELDS, variable
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "scheduler", "worker", "registry")
+# docker-compose.yml runs all four on host A; docker-compose.worker.yml one more worker on host B.
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.worker.yml")
 SHARED = ("services/runtime.py", "services/telemetry.py")  # run in every service process
 NOT_BEHAVIOUR = {"summary"}  # reads every field, for the start-up log only
 
@@ -53,21 +55,38 @@ def variables_read(service: str) -> set[str]:
     return {variable(f) for f in fields}
 
 
-def compose_variables(service: str) -> set[str]:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    environment: dict[str, Any] = compose["services"][service].get("environment") or {}
+def _compose_services(file: str) -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((ROOT / file).read_text())["services"]
+    return services
+
+
+def compose_variables(service: str, file: str = "docker-compose.yml") -> set[str]:
+    environment: dict[str, Any] = _compose_services(file)[service].get("environment") or {}
     known = {variable(name) for name in SETTINGS_FIELDS}
     return {name for name in environment if name in known}
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_compose_passes_every_setting_the_service_reads(service: str) -> None:
-    assert variables_read(service) - compose_variables(service) == set()
+WIRED = [
+    (file, service) for file in COMPOSE_FILES for service in SERVICES if service in _compose_services(file)
+]
+WIRED_IDS = [f"{file}:{service}" for file, service in WIRED]
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_compose_passes_no_setting_the_service_ignores(service: str) -> None:
-    assert compose_variables(service) - variables_read(service) == set()
+def test_every_compose_file_is_checked() -> None:
+    """docker-compose.yml runs all four services; every other compose file runs some of them."""
+    assert {path.name for path in ROOT.glob("docker-compose*.y*ml")} == set(COMPOSE_FILES)
+    assert {service for file, service in WIRED if file == "docker-compose.yml"} == set(SERVICES)
+    assert {file for file, _ in WIRED} == set(COMPOSE_FILES)
+
+
+@pytest.mark.parametrize(("file", "service"), WIRED, ids=WIRED_IDS)
+def test_compose_passes_every_setting_the_service_reads(file: str, service: str) -> None:
+    assert variables_read(service) - compose_variables(service, file) == set()
+
+
+@pytest.mark.parametrize(("file", "service"), WIRED, ids=WIRED_IDS)
+def test_compose_passes_no_setting_the_service_ignores(file: str, service: str) -> None:
+    assert compose_variables(service, file) - variables_read(service) == set()
 
 
 def test_the_reader_finds_known_reads() -> None:
