@@ -56,7 +56,7 @@ def serve() -> None:
     try:
         launcher.run_until_stopped(started)
     except (NatsServerError, RuntimeError) as exc:
-        console.print(f"[red]Error:[/red] {exc}")
+        console.print(f"[red]Error:[/red] {exc}", soft_wrap=True)  # one line, whatever its length
         raise typer.Exit(1) from exc
 
 

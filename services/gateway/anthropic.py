@@ -12,9 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway import anthropic_format
-from services.gateway.bodies import ChatBody, decode_object, validate_body
+from services.gateway.bodies import QUEUED, ChatBody, decode_object, documented, validate_body
 from services.gateway.core import submit
 from services.gateway.errors import BadRequest
+from services.gateway.flavour_bodies import MessagesBody
 from services.gateway.requests import chat_request
 from services.gateway.sse import NamedEvent, named_events
 from services.gateway.state import GatewayState
@@ -22,7 +23,7 @@ from services.gateway.state import GatewayState
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/messages")
+@router.post("/messages", openapi_extra=documented(MessagesBody, QUEUED))
 async def messages(request: Request) -> Response:
     data = decode_object(await request.body(), "MessagesRequest")
     try:

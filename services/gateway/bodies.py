@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from services.gateway import jsonbody
 from services.gateway.errors import BadRequest
@@ -37,18 +37,45 @@ _GO_TYPES = {
 }
 
 
+# Fields checked by hand (Ollama's texts): their types for the OpenAPI document only.
+_OPTION_SCHEMAS: dict[type, dict[str, Any]] = {
+    int: {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    list: {"type": "array", "items": {"type": "string"}},
+}
+_OPTIONS = {  # unknown keys are ignored, as Ollama ignores them
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                name: _OPTION_SCHEMAS[kind]
+                for name in (*Options.model_fields, *RUNNER_OPTIONS)
+                if (kind := option_type(name)) is not None
+            },
+        },
+        {"type": "null"},
+    ]
+}
+GO_DURATION = r"^[-+]?([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$"  # "5m", "1h30m", "-1s"
+_KEEP_ALIVE = {"anyOf": [{"type": "string", "pattern": GO_DURATION}, {"type": "number"}, {"type": "null"}]}
+_FORMAT = {"anyOf": [{"enum": ["json", ""]}, {"type": "object"}, {"type": "null"}]}  # or a JSON Schema
+_THINK = {"anyOf": [{"type": "boolean"}, {"enum": list(THINK_LEVELS)}, {"type": "null"}]}
+_INPUT = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]}
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = ""
     stream: bool | None = None
-    options: dict[str, Any] | None = None
-    keep_alive: Any = None
+    options: Annotated[dict[str, Any] | None, WithJsonSchema(_OPTIONS)] = None
+    keep_alive: Annotated[Any, WithJsonSchema(_KEEP_ALIVE)] = None
 
 
 class _GenerationBody(_Body):
-    format: Any = None
-    think: Any = None
+    format: Annotated[Any, WithJsonSchema(_FORMAT)] = None
+    think: Annotated[Any, WithJsonSchema(_THINK)] = None
     logprobs: bool = False
     top_logprobs: int = 0
     truncate: bool | None = None
@@ -98,7 +125,7 @@ class ChatBody(_GenerationBody):
 
 
 class EmbedBody(_Body):
-    input: Any = None
+    input: Annotated[Any, WithJsonSchema(_INPUT)] = None
     truncate: bool | None = None
     dimensions: int | None = None
 
@@ -164,6 +191,44 @@ class CreateBody(BaseModel):
 
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+# When a route means to answer 503, as its document says.
+QUEUED = "the request queue is full (OLLAMA_MAX_QUEUE): try again later"
+REMOTE = "the remote registry could not be reached"
+RAW_BODY: dict[str, Any] = {  # /api/blobs/{digest}: the blob's bytes, streamed to the store
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def documented(model: type[BaseModel], unavailable: str = "") -> dict[str, Any]:
+    """A route's `openapi_extra` for the body it parses by hand with `model`: FastAPI sees no body
+    parameter, so its OpenAPI document would show none. Nested models are inlined (a pydantic
+    `$ref` to `#/$defs/...` would point into the OpenAPI document, not the schema). `unavailable`
+    says when the route means to answer 503 (QUEUED, REMOTE)."""
+    schema = model.model_json_schema(by_alias=True)
+    extra: dict[str, Any] = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inlined(schema, schema.pop("$defs", {}))}},
+        }
+    }
+    if unavailable:
+        extra["responses"] = {"503": {"description": unavailable}}
+    return extra
+
+
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(schema, list):
+        return [_inlined(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return _inlined({**defs[ref.removeprefix("#/$defs/")], **rest}, defs)
+    return {key: _inlined(value, defs) for key, value in schema.items()}
 
 
 def parse_body(raw: bytes, model: type[BodyT], go_name: str) -> BodyT:

@@ -10,10 +10,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway.bodies import (
+    RAW_BODY,
+    REMOTE,
     CopyBody,
     CreateBody,
     DeleteBody,
     TransferBody,
+    documented,
     parse_body,
     parse_messages,
     parse_parameters,
@@ -32,21 +35,21 @@ from services.protocol import (
 router = APIRouter()
 
 
-@router.post("/api/copy")
+@router.post("/api/copy", openapi_extra=documented(CopyBody))
 async def copy(request: Request) -> Response:
     body = parse_body(await request.body(), CopyBody, "CopyRequest")
     await request.app.state.corral.change(CopyRequest(source=body.source, destination=body.destination))
     return Response(status_code=200)
 
 
-@router.delete("/api/delete")
+@router.delete("/api/delete", openapi_extra=documented(DeleteBody))
 async def delete(request: Request) -> Response:
     body = parse_body(await request.body(), DeleteBody, "DeleteRequest")
     await request.app.state.corral.change(DeleteRequest(name=body.model or body.name))
     return Response(status_code=200)
 
 
-@router.post("/api/create")
+@router.post("/api/create", openapi_extra=documented(CreateBody))
 async def create(request: Request) -> Response:
     """Ollama's CreateHandler: the statuses as NDJSON progress, or (stream false) the last."""
     body = parse_body(await request.body(), CreateBody, "CreateRequest")
@@ -76,7 +79,7 @@ async def head_blob(request: Request, digest: str) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/api/blobs/{digest}")
+@router.post("/api/blobs/{digest}", openapi_extra=RAW_BODY)
 async def upload_blob(request: Request, digest: str) -> Response:
     """The body is streamed to the registry as it arrives, never held whole: 201 when the blob
     was created, 200 when the store had it already."""
@@ -84,14 +87,14 @@ async def upload_blob(request: Request, digest: str) -> Response:
     return Response(status_code=201 if created else 200)
 
 
-@router.post("/api/pull")
+@router.post("/api/pull", openapi_extra=documented(TransferBody, REMOTE))
 async def pull(request: Request) -> Response:
     body = parse_body(await request.body(), TransferBody, "PullRequest")
     job = TransferRequest(name=body.model or body.name, insecure=body.insecure)
     return await _progress(request, subjects.REGISTRY_PULL, job, body.stream)
 
 
-@router.post("/api/push")
+@router.post("/api/push", openapi_extra=documented(TransferBody, REMOTE))
 async def push(request: Request) -> Response:
     body = parse_body(await request.body(), TransferBody, "PushRequest")
     if not (body.model or body.name):

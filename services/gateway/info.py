@@ -9,18 +9,31 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from faststream.exceptions import IncorrectState
+from faststream.nats import NatsBroker
 
-from services.gateway.bodies import ShowBody, parse_body
-from services.gateway.errors import BadRequest, NotFound
+from services.gateway.bodies import ShowBody, documented, parse_body
+from services.gateway.errors import BadRequest, NotFound, Unavailable
 from services.protocol import QueueState, ResidentModel
 from services.version import OLLAMA_API_VERSION
 
 router = APIRouter()
 FOREVER_SECONDS = 9_223_372_036  # Go's math.MaxInt64 nanoseconds
+BROKER_UNAVAILABLE = "message broker unavailable"
 
 
-@router.api_route("/", methods=["GET", "HEAD"])
-async def root() -> PlainTextResponse:
+@router.get("/")
+@router.head("/")
+async def root(request: Request) -> PlainTextResponse:
+    """Ollama's liveness answer, while the broker is reachable: without it every request fails,
+    so a load balancer (and `corral serve`'s readiness check) must see a 503 instead."""
+    broker: NatsBroker = request.app.state.corral.broker
+    try:
+        connected = broker.connection.is_connected
+    except IncorrectState:  # never connected (not started yet)
+        connected = False
+    if not connected:
+        raise Unavailable(BROKER_UNAVAILABLE)
     return PlainTextResponse("Ollama is running")
 
 
@@ -41,7 +54,8 @@ async def queue_position(request: Request, client_id: str) -> dict[str, Any]:
     return {"position": state.position, "model": state.model, "reason": state.reason}
 
 
-@router.api_route("/api/version", methods=["GET", "HEAD"])
+@router.get("/api/version")
+@router.head("/api/version")
 async def api_version() -> dict[str, str]:
     """The Ollama API version corral implements (clients gate features on it); corral's own
     version is in every response's X-Corral-Version header."""
@@ -55,7 +69,7 @@ async def status() -> dict[str, Any]:
     return {"cloud": {"disabled": True, "source": "none"}}
 
 
-@router.post("/api/show")
+@router.post("/api/show", openapi_extra=documented(ShowBody))
 async def show(request: Request) -> dict[str, Any]:
     body = parse_body(await request.body(), ShowBody, "ShowRequest")
     name = body.model or body.name
@@ -91,7 +105,8 @@ async def ps(request: Request) -> dict[str, Any]:
     return {"models": models}
 
 
-@router.api_route("/api/tags", methods=["GET", "HEAD"])
+@router.get("/api/tags")
+@router.head("/api/tags")
 async def tags(request: Request) -> dict[str, Any]:
     catalog = await request.app.state.corral.catalog()
     return {

@@ -16,10 +16,12 @@ from opentelemetry import trace
 
 from services.gateway import ollama_format
 from services.gateway.bodies import (
+    QUEUED,
     ChatBody,
     EmbedBody,
     EmbeddingsBody,
     GenerateBody,
+    documented,
     parse_body,
     parse_embed_input,
 )
@@ -35,7 +37,7 @@ router = APIRouter()
 _tracer = trace.get_tracer("corral.gateway")
 
 
-@router.post("/api/generate")
+@router.post("/api/generate", openapi_extra=documented(GenerateBody, QUEUED))
 async def generate(request: Request) -> Response:
     with _tracer.start_as_current_span("POST /api/generate"):
         body = parse_body(await request.body(), GenerateBody, "GenerateRequest")
@@ -44,7 +46,7 @@ async def generate(request: Request) -> Response:
         return await _respond(request, state, generation, "generate", body.model, body.stream)
 
 
-@router.post("/api/chat")
+@router.post("/api/chat", openapi_extra=documented(ChatBody, QUEUED))
 async def chat(request: Request) -> Response:
     with _tracer.start_as_current_span("POST /api/chat"):
         body = parse_body(await request.body(), ChatBody, "ChatRequest")
@@ -53,7 +55,7 @@ async def chat(request: Request) -> Response:
         return await _respond(request, state, generation, "chat", body.model, body.stream)
 
 
-@router.post("/api/embed")
+@router.post("/api/embed", openapi_extra=documented(EmbedBody, QUEUED))
 async def embed(request: Request) -> Response:
     with _tracer.start_as_current_span("POST /api/embed"):
         body = parse_body(await request.body(), EmbedBody, "EmbedRequest")
@@ -68,7 +70,7 @@ async def embed(request: Request) -> Response:
         return JSONResponse(ollama_format.embed(body.model, vectors, body.dimensions, stats, count))
 
 
-@router.post("/api/embeddings")
+@router.post("/api/embeddings", openapi_extra=documented(EmbeddingsBody, QUEUED))
 async def embeddings(request: Request) -> Response:
     """The legacy route: one prompt, one vector as the model gives it (not normalised)."""
     with _tracer.start_as_current_span("POST /api/embeddings"):

@@ -18,15 +18,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway import openai_format
 from services.gateway.bodies import (
+    QUEUED,
     ChatBody,
     EmbedBody,
     GenerateBody,
     decode_object,
+    documented,
     parse_embed_input,
     validate_body,
 )
 from services.gateway.core import Generation, embeddings_of, submit
 from services.gateway.errors import STATUS, ApiError, BadRequest
+from services.gateway.flavour_bodies import ChatCompletionBody, CompletionBody, OpenAIEmbeddingBody
 from services.gateway.ollama_format import normalise
 from services.gateway.relay import Event
 from services.gateway.requests import chat_request, embed_request, generate_request
@@ -37,7 +40,7 @@ router = APIRouter(prefix="/v1")
 DONE_EVENT = b"data: [DONE]\n\n"
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", openapi_extra=documented(ChatCompletionBody, QUEUED))
 async def chat_completions(request: Request) -> Response:
     data = decode_object(await request.body(), "ChatCompletionRequest")
     native = validate_body(_translated(openai_format.chat_body, data), ChatBody, "ChatRequest")
@@ -46,7 +49,7 @@ async def chat_completions(request: Request) -> Response:
     return await _answer(request, state, generation, data, native.stream, "chatcmpl", _Chat(native.model))
 
 
-@router.post("/completions")
+@router.post("/completions", openapi_extra=documented(CompletionBody, QUEUED))
 async def completions(request: Request) -> Response:
     data = decode_object(await request.body(), "CompletionRequest")
     native = validate_body(_translated(openai_format.completion_body, data), GenerateBody, "GenerateRequest")
@@ -68,7 +71,7 @@ async def model(request: Request, name: str) -> dict[str, Any]:
     return openai_format.model(name, shown.modified_at, namespace)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=documented(OpenAIEmbeddingBody, QUEUED))
 async def embeddings(request: Request) -> Response:
     data = decode_object(await request.body(), "EmbedRequest")
     inputs = parse_embed_input(data.get("input"))

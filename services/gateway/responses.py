@@ -13,9 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway import responses_format
-from services.gateway.bodies import ChatBody, decode_object, validate_body
+from services.gateway.bodies import QUEUED, ChatBody, decode_object, documented, validate_body
 from services.gateway.core import submit
 from services.gateway.errors import BadRequest, failure
+from services.gateway.flavour_bodies import ResponsesBody
 from services.gateway.openai_format import OpenAIRequestError
 from services.gateway.requests import chat_request
 from services.gateway.sse import named_events
@@ -25,7 +26,7 @@ from services.protocol import Failed
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/responses")
+@router.post("/responses", openapi_extra=documented(ResponsesBody, QUEUED))
 async def responses(request: Request) -> Response:
     data = decode_object(await request.body(), "ResponsesRequest")
     try:

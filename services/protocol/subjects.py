@@ -12,6 +12,7 @@
 | `corral.registry.blob.head/.open`        | request/reply                 | gateway → registry          |
 | `corral.upload.<registry>.<upload>`      | request/reply, raw bytes      | gateway → one registry      |
 | `corral.registry.pull/.push`             | core; Progress to reply subj. | gateway → registry          |
+| `corral.registry.resumed.<job>`          | core, Progress; no listener   | registry → (anyone)         |
 | `corral.metrics.scrape`                  | core, one answer per process  | gateway → every service     |
 | `corral.scheduler.queue`                 | request/reply                 | gateway → scheduler         |
 """
@@ -53,6 +54,11 @@ def uploads_of(registry_id: str) -> str:
 
 def upload_subject(registry_id: str, upload_id: str) -> str:
     return f"corral.upload.{registry_id}.{upload_id}"
+
+
+def resumed_subject(job_id: str) -> str:
+    """Where a pull the registry resumed on its own reports (no client listens)."""
+    return f"corral.registry.resumed.{job_id}"
 
 
 def request_subject(kind: str) -> str:

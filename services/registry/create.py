@@ -1,6 +1,7 @@
 """Creating a model in the store (Ollama's CreateHandler and createModel).
 
-The layers come from a stored model (`from`) or from uploaded GGUF blobs (`files`); the
+The layers come from a stored model (`from`; pulled first when not stored, as Ollama does)
+or from uploaded GGUF blobs (`files`); the
 template, system prompt, licenses, parameters and messages of the request then replace or
 add layers; a config layer describes the weights; the manifest is written last, in one
 rename, and the layers the name's previous manifest alone used are pruned.
@@ -98,6 +99,18 @@ def create(
         raise CreateError(f"creating model: {exc.strerror or exc}", "internal") from exc
     if previous is not None and prune:
         store.prune(manifest_digests(previous))
+
+
+def missing_source(store: ModelStore, request: CreateModelRequest) -> str | None:
+    """The model `from` names when it is a valid name not in the store: Ollama pulls it first
+    (then creates from it); None when there is nothing to pull."""
+    if not request.from_model:
+        return None
+    try:
+        name = parse_name(request.from_model)
+    except InvalidName:
+        return None  # create itself answers "invalid model name"
+    return request.from_model if store.manifest(name) is None else None
 
 
 def _target_name(store: ModelStore, text: str) -> ModelName:

@@ -4,6 +4,9 @@ changes it: copy, delete, create, and blob uploads."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -27,16 +30,19 @@ from services.protocol import (
 )
 from services.registry import changes
 from services.registry.bundled import install_bundled
-from services.registry.create import create
-from services.registry.describe import catalog_entry, resolve, show
+from services.registry.catalog import Catalog, listing
+from services.registry.create import create, missing_source
+from services.registry.describe import resolve, show
 from services.registry.download import Downloads
 from services.registry.pull import pull, push
 from services.registry.remote import new_client
 from services.registry.store import InvalidDigest, ModelStore
-from services.registry.transfers import Transfers, in_thread
+from services.registry.transfers import Job, Report, Transfers, in_thread
 from services.registry.uploads import IDLE_SECONDS, UploadError, Uploads
+from services.telemetry import log_event
 
 SWEEP_SECONDS = IDLE_SECONDS / 4
+log = logging.getLogger("corral.registry")
 
 
 def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[None]]:
@@ -44,6 +50,9 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
     loop to run beside them (it abandons idle uploads, and cleans up on the way out)."""
     store = ModelStore(settings.models)
     install_bundled(store)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.catalog_url)
+    host = socket.gethostname()
     uploads = Uploads(store)
     registry_id = uuid.uuid4().hex[:12]
     downloads = Downloads(store)
@@ -56,7 +65,7 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
 
     @broker.subscriber(subjects.REGISTRY_LIST, queue="registry")
     async def on_list() -> CatalogList:
-        return CatalogList(models=[catalog_entry(store, m) for m in store.list()])
+        return CatalogList(models=await asyncio.to_thread(listing, catalog, store))
 
     @broker.subscriber(subjects.REGISTRY_SHOW, queue="registry")
     async def on_show(request: ShowRequest) -> ShowResult:
@@ -73,7 +82,15 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
     @broker.subscriber(subjects.REGISTRY_CREATE, queue="registry")
     async def on_create(request: CreateModelRequest) -> RegistryResult:
         prune = not settings.noprune
-        transfers.start(request, in_thread(lambda report: create(store, request, prune, report)))
+        creating = in_thread(lambda report: create(store, request, prune, report))
+
+        async def job(report: Report) -> None:
+            source = missing_source(store, request)
+            if source is not None:  # as Ollama: pull the base model, its statuses in this stream
+                await pull(store, downloads, client, source, False, prune, report)
+            await creating(report)
+
+        transfers.start(request, job)
         return RegistryResult()  # taken: its progress follows on the reply subject
 
     @broker.subscriber(subjects.REGISTRY_BLOB_HEAD, queue="registry")
@@ -107,13 +124,30 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
             return RegistryResult(error=str(exc), code=exc.code)
         return RegistryResult()
 
+    def recorded_pull(request: TransferRequest) -> Job:
+        """The pull, recorded in the catalog while it runs: a registry restarted on this host
+        finishes it (a client that leaves ends it, as in Ollama)."""
+
+        async def job(report: Report) -> None:
+            await asyncio.to_thread(catalog.pull_started, request.name, request.insecure, host, time.time())
+            try:
+                await pull(
+                    store, downloads, client, request.name, request.insecure, not settings.noprune, report
+                )
+            except asyncio.CancelledError:
+                if not transfers.closing:  # the client went away, not the registry
+                    await asyncio.to_thread(catalog.pull_ended, request.name)
+                raise
+            except BaseException:
+                await asyncio.to_thread(catalog.pull_ended, request.name)
+                raise
+            await asyncio.to_thread(catalog.pull_ended, request.name)
+
+        return job
+
     @broker.subscriber(subjects.REGISTRY_PULL, queue="registry")
     async def on_pull(request: TransferRequest) -> RegistryResult:
-        prune = not settings.noprune
-        transfers.start(
-            request,
-            lambda report: pull(store, downloads, client, request.name, request.insecure, prune, report),
-        )
+        transfers.start(request, recorded_pull(request))
         return RegistryResult()  # taken: its progress follows on the reply subject
 
     @broker.subscriber(subjects.REGISTRY_PUSH, queue="registry")
@@ -126,7 +160,15 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         transfers.cancel(subjects.request_id_of(message.raw_message.subject))
 
     async def background() -> None:
-        """Abandons idle uploads; on the way out, ends transfers and closes the HTTP client."""
+        """Finishes the pulls a previous run left; abandons idle uploads; on the way out, ends
+        transfers and closes the HTTP client."""
+        indexed = await asyncio.to_thread(listing, catalog, store)  # sync at start, off the handlers' way
+        log_event(log, "catalog", models=len(indexed))
+        for unfinished in await asyncio.to_thread(catalog.unfinished_pulls, host):
+            log_event(log, "pull_resumed", model=unfinished.name)
+            resumed = TransferRequest(name=unfinished.name, insecure=unfinished.insecure)
+            resumed.reply_subject = subjects.resumed_subject(resumed.id)  # nobody listens: no client
+            transfers.start(resumed, recorded_pull(resumed))
         try:
             while True:
                 uploads.sweep()
@@ -136,5 +178,6 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
             uploads.close()
             await transfers.close()
             await client.aclose()
+            catalog.close()
 
     return background

@@ -208,11 +208,17 @@ class ModelStore:
     def find(self, name: ModelName) -> StoredModel | None:
         """The stored model for `name`, matched case-insensitively per part as Ollama does."""
         path = self._existing_manifest(name)
-        return self._load(path) if path else None
+        return self.load(path) if path else None
 
     def list(self) -> list[StoredModel]:
-        models = [m for m in (self._load(p) for p in self._manifests()) if m]
+        models = [m for m in (self.load(p) for p in self._manifests()) if m]
         return sorted(models, key=lambda m: m.modified_at, reverse=True)
+
+    def manifest_files(self) -> Iterator[tuple[ModelName, Path]]:
+        """Every manifest on disk, by the name its path spells."""
+        base = self.root / "manifests"
+        for path in self._manifests():
+            yield ModelName(*path.relative_to(base).parts), path
 
     def _existing_manifest(self, name: ModelName) -> Path | None:
         directory = self.root / "manifests"
@@ -230,7 +236,8 @@ class ModelStore:
         if base.is_dir():
             yield from (p for p in base.glob("*/*/*/*") if p.is_file())
 
-    def _load(self, path: Path) -> StoredModel | None:
+    def load(self, path: Path) -> StoredModel | None:
+        """The model a manifest file describes; None when it cannot be read (yet)."""
         try:
             raw = path.read_bytes()
             manifest = json.loads(raw)
@@ -240,9 +247,8 @@ class ModelStore:
             config = json.loads(self.blob(config_digest).read_bytes()) if config_digest else {}
         except (OSError, ValueError, KeyError, StopIteration):
             return None
-        host, namespace, model, tag = path.relative_to(self.root / "manifests").parts
         return StoredModel(
-            name=ModelName(host, namespace, model, tag),
+            name=ModelName(*path.relative_to(self.root / "manifests").parts),
             manifest_digest=hashlib.sha256(raw).hexdigest(),
             weights_digest=weights["digest"],
             weights_size=int(weights["size"]),

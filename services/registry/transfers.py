@@ -66,6 +66,7 @@ class Transfers:
         self._connection = connection
         self._clock = clock
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self.closing = False  # set when the registry stops: a job cancelled then is not abandoned
 
     def start(self, request: Tracked, job: Job) -> None:
         self._jobs[request.id] = asyncio.create_task(self._run(request, job))
@@ -76,6 +77,7 @@ class Transfers:
             task.cancel()
 
     async def close(self) -> None:
+        self.closing = True
         for task in self._jobs.values():
             task.cancel()
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)

@@ -1,26 +1,26 @@
-"""The scheduler's state machine: one asyncio task owns it, fed by named events.
+"""The scheduler's decisions: a pure step function from one event to the commands it implies.
 
-Every state change arrives as one event (`Arrived`, `Heartbeat`, `Cancelled`,
-`RunAnswered`, `LoadAnswered`, `Tick`), and after each the pending requests are
-placed again. Commands to workers run as separate tasks whose answers come back
-as events, so no lock guards anything here.
+`Scheduler.handle(event)` applies one named event (`Arrived`, `Heartbeat`, `Cancelled`,
+`RunAnswered`, `LoadAnswered`, `Tick`, `Stopping`) to the one copy of the state (pending
+requests in arrival order, the fleet view, the runs and loads out to workers), places what
+can be placed, and returns commands (`Run`, `Load`, `Unload`, `Reply`, `Ack`, `Nak`,
+`InProgress`) for the NATS shell (`service.py`) to carry out. It does no I/O and knows no
+stream message: the shell holds those by request id and feeds every answer back as an event.
+Logging and metrics are the only side effects here; they decide nothing.
 
-A waiting request's stream message stays unacknowledged, so it keeps counting
-against OLLAMA_MAX_QUEUE and survives a scheduler restart. It is acknowledged
-once a worker has taken it (or it is answered here: unload, failure, cancel).
+A waiting request's stream message stays unacknowledged, so it keeps counting against
+OLLAMA_MAX_QUEUE and survives a scheduler restart. It is acknowledged once a worker has taken
+it, or once it is answered here (unload, failure) or cancelled.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from opentelemetry import trace as otel_trace
 from opentelemetry.context import Context
 
 from services.protocol import (
@@ -34,48 +34,24 @@ from services.protocol import (
     WaitingModel,
     WorkerState,
 )
-from services.scheduler import measure
+from services.protocol.messages import ErrorCode
+from services.scheduler import measure, placement
 from services.scheduler.fleet import Fleet
-from services.scheduler.placement import Dispatch, Load, Wait, Want, place
+from services.scheduler.placement import Want, place
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.scheduler")
-_tracer = otel_trace.get_tracer("corral.scheduler")
+
+MAX_REFUSALS = 3  # a request whose run is refused this many times fails ("unavailable")
 
 
-class HeldMessage(Protocol):
-    """The request's message in the stream; the scheduler decides its fate."""
-
-    async def ack(self) -> None: ...
-    async def nak(self) -> None: ...
-    async def in_progress(self) -> None: ...
-
-
-class Transport(Protocol):
-    """The I/O the scheduler needs; the NATS shell implements it."""
-
-    async def run(self, worker_id: str, command: RunCommand) -> CommandResult: ...
-    async def load(self, worker_id: str, command: LoadCommand) -> CommandResult: ...
-    async def unload(self, worker_id: str, digest: str) -> CommandResult: ...
-    async def reply(self, subject: str, event: Done | Failed) -> None: ...
-
-
-@dataclass
-class Pending:
-    request: GenerationRequest
-    message: HeldMessage
-    want: Want  # the instance it runs on: weights, num_ctx (defaults filled in) and slots
-    trace: Context | None = None  # the gateway's trace, continued by commands for this request
-    dispatching: bool = False
-    arrived: float = 0.0  # the scheduler's clock
-    reason: str = ""  # why it waits, as placement last said ("" before its first placement)
+# ---- events: what happened
 
 
 @dataclass(frozen=True)
 class Arrived:
     request: GenerationRequest
-    message: HeldMessage
-    trace: Context | None = None
+    trace: Context | None = None  # the gateway's trace, continued by commands for this request
 
 
 @dataclass(frozen=True)
@@ -90,7 +66,7 @@ class Cancelled:
 
 @dataclass(frozen=True)
 class RunAnswered:
-    pending: Pending
+    request_id: str
     worker_id: str
     result: CommandResult
 
@@ -98,7 +74,8 @@ class RunAnswered:
 @dataclass(frozen=True)
 class LoadAnswered:
     worker_id: str
-    want: Want
+    digest: str
+    num_ctx: int
     result: CommandResult
 
 
@@ -107,82 +84,125 @@ class Tick:
     pass
 
 
-Event = Arrived | Heartbeat | Cancelled | RunAnswered | LoadAnswered | Tick
+@dataclass(frozen=True)
+class Stopping:
+    """The scheduler is shutting down: hand what waits back to the stream."""
+
+
+Event = Arrived | Heartbeat | Cancelled | RunAnswered | LoadAnswered | Tick | Stopping
+
+
+# ---- commands: what the shell is to do
+
+
+@dataclass(frozen=True)
+class Run:
+    worker_id: str
+    request_id: str
+    command: RunCommand
+    trace: Context | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Load:
+    """Unload `evict` (in order), then load; the answer comes back as `LoadAnswered`."""
+
+    worker_id: str
+    command: LoadCommand
+    evict: tuple[str, ...] = ()
+    trace: Context | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Unload:
+    worker_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    request_id: str
+    subject: str
+    event: Done | Failed
+
+
+@dataclass(frozen=True)
+class Ack:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Nak:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class InProgress:
+    request_ids: tuple[str, ...]
+
+
+Command = Run | Load | Unload | Reply | Ack | Nak | InProgress
+
+
+@dataclass
+class Pending:
+    request: GenerationRequest
+    want: Want  # the instance it runs on: weights, num_ctx (defaults filled in) and slots
+    trace: Context | None = None
+    arrived: float = 0.0  # the scheduler's clock
+    reason: str = ""  # why it waits, as placement last said ("" before its first placement)
+    dispatched_to: str | None = None  # the worker its run command is out to, until it answers
+    cancelled: bool = False  # cancelled while its run was out: the answer decides
+    refusals: int = 0
+
+    @property
+    def dispatching(self) -> bool:
+        return self.dispatched_to is not None
 
 
 class Scheduler:
     def __init__(
         self,
-        transport: Transport,
         *,
         max_loaded: Callable[[int], int],
         num_parallel: int,
         context_length: int,
         stale_after: float,
         clock: Callable[[], float] = time.time,
+        max_refusals: int = MAX_REFUSALS,
     ) -> None:
-        self._transport = transport
         self._num_parallel = num_parallel
         self._context_length = context_length
         self._stale_after = stale_after
         self._clock = clock
+        self._max_refusals = max_refusals
         self._fleet = Fleet(max_loaded)
-        self._pending: dict[str, Pending] = {}
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[object]] = set()
-
-    def submit(self, event: Event) -> None:
-        self._events.put_nowait(event)
+        self._pending: dict[str, Pending] = {}  # in arrival order
+        self._loads: set[tuple[str, str, int]] = set()  # (worker, digest, num_ctx) out to workers
 
     @property
     def waiting(self) -> int:
         return len(self._pending)
 
-    async def run(self) -> None:
-        while True:
-            event = await self._events.get()
-            self.handle(event)
-
-    def handle(self, event: Event) -> None:
-        """Apply one event, then place what can be placed."""
+    def handle(self, event: Event) -> list[Command]:
+        """Apply one event, then place what can be placed; return what to do."""
         match event:
-            case Arrived(request, message, trace):
-                self._arrived(request, message, trace)
+            case Arrived(request, trace):
+                commands = self._arrived(request, trace)
             case Heartbeat(state):
                 self._fleet.update(state, self._clock())
+                commands = []
             case Cancelled(request_id):
-                self._cancelled(request_id)
-            case RunAnswered(pending, worker_id, result):
-                self._run_answered(pending, worker_id, result)
-            case LoadAnswered(worker_id, want, result):
-                self._load_answered(worker_id, want, result)
+                commands = self._cancelled(request_id)
+            case RunAnswered(request_id, worker_id, result):
+                commands = self._run_answered(request_id, worker_id, result)
+            case LoadAnswered(worker_id, digest, num_ctx, result):
+                commands = self._load_answered(worker_id, digest, num_ctx, result)
             case Tick():
-                self._tick()
-        self._schedule()
-
-    async def release_all(self) -> None:
-        """On shutdown: hand every waiting request back to the stream for the next scheduler."""
-        for pending in list(self._pending.values()):
-            if not pending.dispatching:
-                await pending.message.nak()
-        for task in list(self._tasks):
-            task.cancel()
-
-    def _arrived(self, request: GenerationRequest, message: HeldMessage, trace: Context | None) -> None:
-        want = self.want(request)
-        if request.action == "unload":
-            for worker_id in self._fleet.holders(request.model.digest):
-                self._spawn(self._transport.unload(worker_id, request.model.digest))
-            self._finish(Pending(request, message, want), Done(done_reason="unload"))
-            return
-        known = self._pending.get(request.id)
-        if known is not None:  # redelivered while still held here: keep the newer handle
-            known.message = message
-            return
-        self._pending[request.id] = Pending(request, message, want, trace, arrived=self._clock())
-        log_event(
-            log, "queued", context=trace, request=request.id, model=request.model.name, waiting=self.waiting
-        )
+                commands = self._tick()
+            case Stopping():
+                return self._stopping()
+        return commands + self._schedule()
 
     def want(self, request: GenerationRequest) -> Want:
         """The instance a request needs. The one place num_ctx is decided (the request's, else
@@ -225,80 +245,152 @@ class Scheduler:
     def workers(self) -> int:
         return len(self._fleet.workers())
 
-    def _cancelled(self, request_id: str) -> None:
+    # ---- one method per event
+
+    def _arrived(self, request: GenerationRequest, trace: Context | None) -> list[Command]:
+        if request.action == "unload":
+            digest = request.model.digest
+            unloads: list[Command] = [Unload(worker_id, digest) for worker_id in self._fleet.holders(digest)]
+            return [*unloads, *self._answer(request, Done(done_reason="unload"))]
+        if request.id in self._pending:  # redelivered while still held here: the shell keeps the newer handle
+            return []
+        self._pending[request.id] = Pending(request, self.want(request), trace, arrived=self._clock())
+        log_event(
+            log, "queued", context=trace, request=request.id, model=request.model.name, waiting=self.waiting
+        )
+        return []
+
+    def _cancelled(self, request_id: str) -> list[Command]:
         pending = self._pending.get(request_id)
-        if pending is not None and not pending.dispatching:
+        if pending is None:
+            return []
+        if pending.dispatching:  # the run's answer decides: taken, the worker stops it; refused, dropped
+            pending.cancelled = True
+            return []
+        del self._pending[request_id]
+        log_event(
+            log, "cancelled", context=pending.trace, request=request_id, model=pending.request.model.name
+        )
+        return [Ack(request_id)]  # the gateway has gone: nobody to reply to
+
+    def _run_answered(self, request_id: str, worker_id: str, result: CommandResult) -> list[Command]:
+        if result.state is not None:
+            self._fleet.update(result.state, self._clock())
+        pending = self._pending.get(request_id)
+        if pending is None or pending.dispatched_to != worker_id:
+            return []  # its worker was dropped meanwhile (with the reservation), and the request failed
+        pending.dispatched_to = None
+        self._fleet.release_slot(worker_id, pending.want.digest, pending.want.num_ctx)
+        request = pending.request
+        if result.ok:
             del self._pending[request_id]
-            self._spawn(pending.message.ack())
-            log_event(
-                log, "cancelled", context=pending.trace, request=request_id, model=pending.request.model.name
-            )
+            log_event(log, "placed", context=pending.trace, request=request_id, worker=worker_id)
+            measure.queue_wait.record(self._clock() - pending.arrived, {measure.MODEL: request.model.name})
+            return [Ack(request_id)]
+        if pending.cancelled:
+            del self._pending[request_id]
+            log_event(log, "cancelled", context=pending.trace, request=request_id, model=request.model.name)
+            return [Ack(request_id)]
+        pending.refusals += 1
+        log_event(
+            log,
+            "run_refused",
+            context=pending.trace,
+            request=request_id,
+            worker=worker_id,
+            reason=result.error,
+            refusals=pending.refusals,
+        )
+        if pending.refusals < self._max_refusals:
+            return []  # placed again below
+        del self._pending[request_id]
+        error = f"no worker would run the request ({pending.refusals} refusals, the last: {result.error})"
+        return self._fail(pending, error, "unavailable")
 
-    def _run_answered(self, pending: Pending, worker_id: str, result: CommandResult) -> None:
-        want = pending.want
-        self._fleet.release_slot(worker_id, want.digest, want.num_ctx)
+    def _load_answered(
+        self, worker_id: str, digest: str, num_ctx: int, result: CommandResult
+    ) -> list[Command]:
         if result.state is not None:
             self._fleet.update(result.state, self._clock())
-        if pending.request.id not in self._pending:
-            return
-        pending.dispatching = False
+        if (worker_id, digest, num_ctx) not in self._loads:
+            return []  # its worker was dropped meanwhile, and its waiters placed again
+        self._loads.discard((worker_id, digest, num_ctx))
+        self._fleet.load_finished(worker_id, digest, num_ctx)
         if result.ok:
-            del self._pending[pending.request.id]
-            self._spawn(pending.message.ack())
-            log_event(log, "placed", context=pending.trace, request=pending.request.id, worker=worker_id)
-            measure.queue_wait.record(
-                self._clock() - pending.arrived, {measure.MODEL: pending.request.model.name}
-            )
-        else:
-            log_event(
-                log,
-                "run_refused",
-                context=pending.trace,
-                request=pending.request.id,
-                worker=worker_id,
-                reason=result.error,
-            )
-
-    def _load_answered(self, worker_id: str, want: Want, result: CommandResult) -> None:
-        self._fleet.load_finished(worker_id, want.digest, want.num_ctx)
-        if result.state is not None:
-            self._fleet.update(result.state, self._clock())
-        if result.ok:
-            log_event(log, "loaded", worker=worker_id, digest=want.digest[:19])
-            return
+            log_event(log, "loaded", worker=worker_id, digest=digest[:19])
+            return []
         error = result.error or "model failed to load"
         log_event(log, "load_failed", level=logging.ERROR, worker=worker_id, error=error)
         measure.load_failures.add(1, {measure.WORKER: worker_id})
+        commands: list[Command] = []
         for pending in list(self._pending.values()):
-            if pending.want == want and not pending.dispatching:
+            want = pending.want
+            if want.digest == digest and want.num_ctx == num_ctx and not pending.dispatching:
                 del self._pending[pending.request.id]
-                self._finish(pending, Failed(error=error, code="internal"))
+                commands += self._fail(pending, error, "internal")
+        return commands
 
-    def _tick(self) -> None:
+    def _tick(self) -> list[Command]:
+        commands: list[Command] = []
         for worker_id in self._fleet.drop_stale(self._clock(), self._stale_after):
             log_event(log, "worker_lost", level=logging.WARNING, worker=worker_id)
-        for pending in self._pending.values():
-            self._spawn(pending.message.in_progress())
+            self._loads = {load for load in self._loads if load[0] != worker_id}
+            for pending in list(self._pending.values()):
+                if pending.dispatched_to == worker_id:  # its run may have started there: never run it twice
+                    del self._pending[pending.request.id]
+                    commands += self._fail(pending, f"worker {worker_id} stopped responding", "unavailable")
+        if self._pending:  # keep every held message from being redelivered
+            commands.append(InProgress(tuple(self._pending)))
+        return commands
 
-    def _schedule(self) -> None:
+    def _stopping(self) -> list[Command]:
+        """Hand every waiting request back to the stream for the next scheduler; a run that is
+        out is left to its answer (unacknowledged, it is redelivered if never taken)."""
+        waiting = [request_id for request_id, p in self._pending.items() if not p.dispatching]
+        for request_id in waiting:
+            del self._pending[request_id]
+        return [Nak(request_id) for request_id in waiting]
+
+    # ---- placement
+
+    def _schedule(self) -> list[Command]:
         """Place each waiting request in arrival order; what cannot be placed keeps waiting."""
+        commands: list[Command] = []
         for pending in list(self._pending.values()):
             if pending.dispatching:
                 continue
-            want = pending.want
+            request, want = pending.request, pending.want
             match place(self._fleet.workers(), want):
-                case Dispatch(worker_id):
-                    pending.dispatching = True
+                case placement.Dispatch(worker_id):
+                    pending.dispatched_to = worker_id
                     self._decided(pending, "dispatch")
                     self._fleet.reserve_slot(worker_id, want.digest, want.num_ctx)
-                    self._spawn(self._dispatch(pending, worker_id))
-                case Load(worker_id, evict):
+                    command = RunCommand(request=request, num_ctx=want.num_ctx)
+                    commands.append(Run(worker_id, request.id, command, pending.trace))
+                case placement.Load(worker_id, evict):
                     self._decided(pending, "load", "model loading")
                     self._fleet.mark_loading(worker_id, want.digest, want.num_ctx)
-                    self._spawn(self._load(pending, worker_id, evict))
-                case Wait(reason):
+                    self._loads.add((worker_id, want.digest, want.num_ctx))
+                    log_event(
+                        log,
+                        "loading",
+                        context=pending.trace,
+                        worker=worker_id,
+                        model=request.model.name,
+                        evict=list(evict),
+                    )
+                    load = LoadCommand(
+                        model=request.model,
+                        num_ctx=want.num_ctx,
+                        slots=want.slots,
+                        keep_alive=request.keep_alive,
+                        request_id=request.id,
+                    )
+                    commands.append(Load(worker_id, load, evict, pending.trace))
+                case placement.Wait(reason):
                     if reason != pending.reason:
                         self._decided(pending, "wait", reason)
+        return commands
 
     def _decided(self, pending: Pending, decision: str, reason: str = "") -> None:
         """Count a decision; log a waiting request's reason when it changes."""
@@ -308,52 +400,13 @@ class Scheduler:
             log_event(log, "waiting", context=pending.trace, request=pending.request.id, reason=reason)
         pending.reason = reason
 
-    async def _dispatch(self, pending: Pending, worker_id: str) -> None:
-        try:
-            with _tracer.start_as_current_span("dispatch", context=pending.trace):
-                result = await self._transport.run(
-                    worker_id, RunCommand(request=pending.request, num_ctx=pending.want.num_ctx)
-                )
-        except Exception as exc:  # a worker that does not answer refuses the run
-            result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
-        self.submit(RunAnswered(pending, worker_id, result))
-
-    async def _load(self, pending: Pending, worker_id: str, evict: tuple[str, ...]) -> None:
-        request, want = pending.request, pending.want
+    def _fail(self, pending: Pending, error: str, code: ErrorCode) -> list[Command]:
         log_event(
-            log,
-            "loading",
-            context=pending.trace,
-            worker=worker_id,
-            model=request.model.name,
-            evict=list(evict),
+            log, "failed", level=logging.ERROR, context=pending.trace, request=pending.request.id, error=error
         )
-        try:
-            for digest in evict:
-                await self._transport.unload(worker_id, digest)
-                log_event(log, "evicted", worker=worker_id, digest=digest[:19])
-                measure.evictions.add(1, {measure.WORKER: worker_id})
-            command = LoadCommand(
-                model=request.model,
-                num_ctx=want.num_ctx,
-                slots=want.slots,
-                keep_alive=request.keep_alive,
-                request_id=request.id,
-            )
-            with _tracer.start_as_current_span("load", context=pending.trace):
-                result = await self._transport.load(worker_id, command)
-        except Exception as exc:
-            result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
-        self.submit(LoadAnswered(worker_id, want, result))
+        return self._answer(pending.request, Failed(error=error, code=code))
 
-    def _finish(self, pending: Pending, event: Done | Failed) -> None:
-        async def answer() -> None:
-            await self._transport.reply(pending.request.reply_subject, event)
-            await pending.message.ack()
-
-        self._spawn(answer())
-
-    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    @staticmethod
+    def _answer(request: GenerationRequest, event: Done | Failed) -> list[Command]:
+        """Answer the gateway, then let the stream forget the request (in that order)."""
+        return [Reply(request.id, request.reply_subject, event), Ack(request.id)]

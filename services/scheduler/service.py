@@ -1,5 +1,11 @@
 """The scheduler's NATS shell: turns stream messages, heartbeats and cancels into core events,
-and core commands into worker requests."""
+and carries out the core's commands, feeding every worker's answer back as an event.
+
+The shell holds what the core must not: the stream messages (by request id; a redelivery
+keeps the newer handle), the transport and the tasks. Each run, load and unload is a task of
+its own, so a slow load never holds up another dispatch; a request's reply and ack run in
+order in one task.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,16 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
+from typing import Any, Protocol
 
 import nats.errors
 from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage
 from nats.aio.msg import Msg
 from nats.js.errors import ServiceUnavailableError
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from services import telemetry
@@ -32,14 +43,50 @@ from services.protocol import (
 from services.protocol.messages import Message
 from services.runtime import request
 from services.scheduler import measure
-from services.scheduler.core import Arrived, Cancelled, Heartbeat, Scheduler, Tick
+from services.scheduler.core import (
+    Ack,
+    Arrived,
+    Cancelled,
+    Command,
+    Event,
+    Heartbeat,
+    InProgress,
+    Load,
+    LoadAnswered,
+    Nak,
+    Reply,
+    Run,
+    RunAnswered,
+    Scheduler,
+    Stopping,
+    Tick,
+    Unload,
+)
 from services.scheduler.stream import ensure_request_stream
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.scheduler")
+_tracer = otel_trace.get_tracer("corral.scheduler")
 
 RUN_TIMEOUT = 10.0
 UNLOAD_TIMEOUT = 10.0
+
+
+class HeldMessage(Protocol):
+    """The request's message in the stream; the core decides its fate."""
+
+    async def ack(self) -> None: ...
+    async def nak(self) -> None: ...
+    async def in_progress(self) -> None: ...
+
+
+class Transport(Protocol):
+    """The I/O with workers and gateways; `NatsTransport` implements it."""
+
+    async def run(self, worker_id: str, command: RunCommand) -> CommandResult: ...
+    async def load(self, worker_id: str, command: LoadCommand) -> CommandResult: ...
+    async def unload(self, worker_id: str, digest: str) -> CommandResult: ...
+    async def reply(self, subject: str, event: Done | Failed) -> None: ...
 
 
 class _Held:
@@ -83,15 +130,106 @@ class NatsTransport:
         return CommandResult.model_validate_json(await request(self._broker, subject, command, timeout))
 
 
-def register(broker: NatsBroker, settings: Settings) -> Scheduler:
-    scheduler = Scheduler(
-        NatsTransport(broker, settings.load_deadline),
+class SchedulerShell:
+    """One task owns the core: it takes events in order, and carries out each step's commands."""
+
+    def __init__(self, core: Scheduler, transport: Transport) -> None:
+        self.core = core
+        self._transport = transport
+        self._held: dict[str, HeldMessage] = {}
+        self._events: asyncio.Queue[tuple[Event, HeldMessage | None]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def submit(self, event: Event) -> None:
+        self._events.put_nowait((event, None))
+
+    def arrived(self, request: GenerationRequest, message: HeldMessage, trace: Context | None) -> None:
+        self._events.put_nowait((Arrived(request, trace), message))
+
+    async def run(self) -> None:
+        while True:
+            event, message = await self._events.get()
+            self.step(event, message)
+
+    def step(self, event: Event, message: HeldMessage | None = None) -> None:
+        if isinstance(event, Arrived) and message is not None:
+            self._held[event.request.id] = message  # a redelivery keeps the newer handle
+        self._execute(self.core.handle(event))
+
+    async def release_all(self) -> None:
+        """On shutdown: hand every waiting request back to the stream for the next scheduler."""
+        for command in self.core.handle(Stopping()):
+            if isinstance(command, Nak) and (held := self._held.pop(command.request_id, None)):
+                await held.nak()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _execute(self, commands: list[Command]) -> None:
+        in_order: dict[str, list[Callable[[], Awaitable[object]]]] = {}  # by request id
+        for command in commands:
+            match command:
+                case Run():
+                    self._spawn(self._run(command))
+                case Load():
+                    self._spawn(self._load(command))
+                case Unload(worker_id, digest):
+                    self._spawn(self._transport.unload(worker_id, digest))
+                case Reply(request_id, subject, event):
+                    in_order.setdefault(request_id, []).append(partial(self._transport.reply, subject, event))
+                case Ack(request_id) | Nak(request_id):
+                    held = self._held.pop(request_id, None)
+                    if held is not None:
+                        in_order.setdefault(request_id, []).append(
+                            held.ack if isinstance(command, Ack) else held.nak
+                        )
+                case InProgress(request_ids):
+                    alive = [held.in_progress for rid in request_ids if (held := self._held.get(rid))]
+                    if alive:
+                        self._spawn(_in_order(alive))
+        for steps in in_order.values():
+            self._spawn(_in_order(steps))
+
+    async def _run(self, command: Run) -> None:
+        try:
+            with _tracer.start_as_current_span("dispatch", context=command.trace):
+                result = await self._transport.run(command.worker_id, command.command)
+        except Exception as exc:  # a worker that does not answer refuses the run
+            result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
+        self.submit(RunAnswered(command.request_id, command.worker_id, result))
+
+    async def _load(self, command: Load) -> None:
+        worker_id, load = command.worker_id, command.command
+        try:
+            for digest in command.evict:
+                await self._transport.unload(worker_id, digest)
+                log_event(log, "evicted", worker=worker_id, digest=digest[:19])
+                measure.evictions.add(1, {measure.WORKER: worker_id})
+            with _tracer.start_as_current_span("load", context=command.trace):
+                result = await self._transport.load(worker_id, load)
+        except Exception as exc:
+            result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
+        self.submit(LoadAnswered(worker_id, load.model.digest, load.num_ctx, result))
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _in_order(steps: Sequence[Callable[[], Awaitable[object]]]) -> None:
+    for step in steps:
+        await step()
+
+
+def register(broker: NatsBroker, settings: Settings) -> SchedulerShell:
+    core = Scheduler(
         max_loaded=settings.loaded_models_limit,
         num_parallel=settings.num_parallel,
         context_length=settings.context_length,
         stale_after=settings.stale_after,
     )
-    measure.observe(scheduler.waiting_by, scheduler.workers)
+    scheduler = SchedulerShell(core, NatsTransport(broker, settings.load_deadline))
+    measure.observe(core.waiting_by, core.workers)
 
     @broker.subscriber(subjects.HEARTBEAT)
     async def on_heartbeat(state: WorkerState) -> None:
@@ -99,7 +237,7 @@ def register(broker: NatsBroker, settings: Settings) -> Scheduler:
 
     @broker.subscriber(subjects.SCHEDULER_QUEUE)
     async def on_queue(question: QueueRequest) -> QueueState:
-        return scheduler.queue(question.client_id)
+        return core.queue(question.client_id)
 
     @broker.subscriber(subjects.CANCEL_ALL)
     async def on_cancel(message: NatsMessage) -> None:
@@ -108,7 +246,7 @@ def register(broker: NatsBroker, settings: Settings) -> Scheduler:
     return scheduler
 
 
-async def consume(broker: NatsBroker, settings: Settings, scheduler: Scheduler) -> None:
+async def consume(broker: NatsBroker, settings: Settings, scheduler: SchedulerShell) -> None:
     """Pull waiting requests from the stream with the durable consumer; never ack here.
 
     A plain nats-py fetch loop rather than a faststream pull subscriber: faststream
@@ -140,7 +278,7 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: Scheduler) 
                     await _refuse(broker, message.data, exc)
                     await message.term()
                     continue
-                scheduler.submit(Arrived(request, _Held(message), telemetry.extract(message.headers)))
+                scheduler.arrived(request, _Held(message), telemetry.extract(message.headers))
     finally:
         # A pull subscription left with a pending fetch holds the broker's drain on stop for
         # its whole timeout (30 s): the scheduler took that long to exit.
@@ -161,7 +299,7 @@ async def _refuse(broker: NatsBroker, data: bytes, error: ValidationError) -> No
         await broker.connection.publish(reply, failed.encode())
 
 
-async def tick(scheduler: Scheduler, interval: float) -> None:
+async def tick(scheduler: SchedulerShell, interval: float) -> None:
     """Keep held messages alive (in_progress) and notice silent workers."""
     while True:
         await asyncio.sleep(interval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -145,7 +146,6 @@ def test_create_quantizes_an_f16_model(stack: Stack, tmp_path: Path) -> None:
     [
         ({"model": "x"}, 400, "neither 'from' or 'files' was specified"),
         ({"model": "bad name!", "from": MODEL}, 400, "invalid model name"),
-        ({"model": "x", "from": "nope"}, 404, 'model "nope" not found'),
         ({"model": "x", "from": MODEL, "parameters": {"temperature": "hot"}}, 400,
          'option "temperature" must be of type float32'),
         ({"model": "x", "from": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, 400,
@@ -161,3 +161,13 @@ def test_create_quantizes_an_f16_model(stack: Stack, tmp_path: Path) -> None:
 def test_create_errors(stack: Stack, body: dict, status: int, error: str) -> None:
     response = httpx.post(f"{stack.url}/api/create", json=body, timeout=60)
     assert (response.status_code, response.json()) == (status, {"error": error})
+
+
+def test_create_from_a_model_not_stored_pulls_it_first(stack: Stack) -> None:
+    """As Ollama: `from` a model that is not here is pulled (from registry.ollama.ai, which
+    this machine cannot reach), its statuses in the create's stream; its failure ends it."""
+    response = httpx.post(f"{stack.url}/api/create", json={"model": "x", "from": "nope"}, timeout=60)
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert response.status_code == 200 and lines[0] == {"status": "pulling manifest"}
+    assert lines[-1]["error"].startswith("pull model manifest: ")
+    assert "x:latest" not in [m["name"] for m in httpx.get(f"{stack.url}/api/tags").json()["models"]]

@@ -1,0 +1,580 @@
+"""The scheduler core as a step function: each scenario is a table of event → commands, on a fixed clock.
+
+Workers are "w1", "w2"…, requests "r1", "r2"…; every model is 100 MB and every worker has
+8 GB free unless a row says otherwise, so placement is decided by residency and slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from services.protocol import (
+    CommandResult,
+    Device,
+    Done,
+    Failed,
+    GenerationRequest,
+    LoadCommand,
+    ModelRef,
+    Options,
+    ResidentModel,
+    RunCommand,
+    WorkerState,
+)
+from services.protocol.messages import ErrorCode
+from services.scheduler.core import (
+    Ack,
+    Arrived,
+    Cancelled,
+    Command,
+    Event,
+    Heartbeat,
+    InProgress,
+    Load,
+    LoadAnswered,
+    Nak,
+    Reply,
+    Run,
+    RunAnswered,
+    Scheduler,
+    Stopping,
+    Tick,
+    Unload,
+)
+from services.scheduler.service import SchedulerShell
+
+GB = 1_000_000_000
+A, B, C = "sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64
+MODELS = {
+    digest: ModelRef(
+        name=f"{name}:1", full_name=f"registry.ollama.ai/library/{name}:1", digest=digest, size=10**8
+    )
+    for digest, name in ((A, "a"), (B, "b"), (C, "c"))
+}
+CONTEXT = 2048  # OLLAMA_CONTEXT_LENGTH
+STALE = 10.0  # a worker silent this long is gone
+MAX_LOADED = 2
+_seq = itertools.count(1)  # heartbeat sequence numbers, growing across every table
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Later:
+    """Not an event: the table moves the clock on."""
+
+    seconds: float
+
+
+def core(clock: Clock | None = None) -> Scheduler:
+    return Scheduler(
+        max_loaded=lambda gpus: MAX_LOADED,
+        num_parallel=1,
+        context_length=CONTEXT,
+        stale_after=STALE,
+        clock=clock or Clock(),
+    )
+
+
+# ---- events
+
+
+def req(
+    rid: str,
+    digest: str = A,
+    *,
+    num_ctx: int | None = None,
+    action: Literal["generate", "load", "unload"] = "generate",
+    client_id: str = "",
+) -> GenerationRequest:
+    return GenerationRequest(
+        id=rid,
+        kind="generate",
+        action=action,
+        model=MODELS[digest],
+        prompt="hello",
+        options=Options(num_ctx=num_ctx),
+        reply_subject=f"corral.reply.{rid}",
+        client_id=client_id,
+    )
+
+
+def arrive(rid: str, digest: str = A, **kwargs: object) -> Arrived:
+    return Arrived(req(rid, digest, **kwargs))  # type: ignore[arg-type]
+
+
+def res(
+    digest: str = A, *, busy: int = 0, slots: int = 1, num_ctx: int = CONTEXT, expires: float | None = None
+) -> ResidentModel:
+    model = MODELS[digest]
+    return ResidentModel(
+        name=model.name,
+        digest=digest,
+        num_ctx=num_ctx,
+        size=model.size,
+        slots=slots,
+        busy=busy,
+        keep_alive=300.0,
+        expires_at=expires,
+    )
+
+
+def state(worker: str, *resident: ResidentModel, memory: int = 8 * GB) -> WorkerState:
+    return WorkerState(
+        worker_id=worker,
+        seq=next(_seq),
+        engine="llamacpp",
+        devices=[Device(id="cpu", kind="cpu", free_memory=memory)],
+        resident=list(resident),
+    )
+
+
+def beat(worker: str, *resident: ResidentModel, memory: int = 8 * GB) -> Heartbeat:
+    return Heartbeat(state(worker, *resident, memory=memory))
+
+
+def ran(
+    rid: str, worker: str = "w1", *, error: str | None = None, after: WorkerState | None = None
+) -> RunAnswered:
+    return RunAnswered(rid, worker, CommandResult(ok=error is None, error=error, state=after))
+
+
+def loaded(
+    worker: str,
+    digest: str = A,
+    num_ctx: int = CONTEXT,
+    *,
+    error: str | None = None,
+    after: WorkerState | None = None,
+) -> LoadAnswered:
+    return LoadAnswered(worker, digest, num_ctx, CommandResult(ok=error is None, error=error, state=after))
+
+
+def cancel(rid: str) -> Cancelled:
+    return Cancelled(rid)
+
+
+# ---- commands
+
+
+def run(worker: str, rid: str, digest: str = A, *, num_ctx: int | None = None) -> Run:
+    return Run(worker, rid, RunCommand(request=req(rid, digest, num_ctx=num_ctx), num_ctx=num_ctx or CONTEXT))
+
+
+def load(
+    worker: str, rid: str, digest: str = A, *, num_ctx: int | None = None, evict: tuple[str, ...] = ()
+) -> Load:
+    command = LoadCommand(model=MODELS[digest], num_ctx=num_ctx or CONTEXT, slots=1, request_id=rid)
+    return Load(worker, command, evict)
+
+
+def fail(rid: str, error: str, code: ErrorCode) -> list[Command]:
+    return [Reply(rid, f"corral.reply.{rid}", Failed(error=error, code=code)), Ack(rid)]
+
+
+def alive(*rids: str) -> InProgress:
+    return InProgress(rids)
+
+
+Step = tuple[Event | Later, list[Command]]
+
+# (id, steps, how many requests the core still holds at the end)
+SCENARIOS: list[tuple[str, list[Step], int]] = [
+    (
+        "free-slot-runs",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (ran("r1"), [Ack("r1")]),
+        ],
+        0,
+    ),
+    (
+        "no-instance-loads-then-runs",
+        [
+            (beat("w1"), []),
+            (arrive("r1"), [load("w1", "r1")]),
+            (loaded("w1", after=state("w1", res(A))), [run("w1", "r1")]),
+            (ran("r1"), [Ack("r1")]),
+        ],
+        0,
+    ),
+    (
+        "two-arrivals-one-slot-second-waits-for-heartbeat",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (arrive("r2"), []),  # the slot is reserved for r1 until w1 answers
+            (ran("r1", after=state("w1", res(A, busy=1))), [Ack("r1")]),
+            (beat("w1", res(A)), [run("w1", "r2")]),
+            (ran("r2"), [Ack("r2")]),
+        ],
+        0,
+    ),
+    (
+        "refused-run-is-placed-again-before-later-arrivals",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (arrive("r2"), []),
+            (ran("r1", error="no free slot", after=state("w1", res(A))), [run("w1", "r1")]),
+        ],
+        2,
+    ),
+    (
+        "cancel-while-waiting-acks-and-never-runs",
+        [
+            (beat("w1", res(A, busy=1)), []),
+            (arrive("r1"), []),
+            (cancel("r1"), [Ack("r1")]),
+            (beat("w1", res(A)), []),
+        ],
+        0,
+    ),
+    (
+        "cancel-while-waiting-for-its-load",
+        [
+            (beat("w1"), []),
+            (arrive("r1"), [load("w1", "r1")]),
+            (cancel("r1"), [Ack("r1")]),
+            (loaded("w1", after=state("w1", res(A))), []),
+        ],
+        0,
+    ),
+    (
+        "cancel-while-dispatching-run-taken-worker-stops-it",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (cancel("r1"), []),
+            (ran("r1"), [Ack("r1")]),
+        ],
+        0,
+    ),
+    (
+        "cancel-while-dispatching-run-refused-dropped-not-placed-again",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (cancel("r1"), []),
+            (ran("r1", error="no free slot", after=state("w1", res(A))), [Ack("r1")]),
+        ],
+        0,
+    ),
+    ("cancel-of-unknown-request", [(cancel("r9"), [])], 0),
+    (
+        "load-failure-fails-exactly-its-waiters",
+        [
+            (beat("w1"), []),
+            (arrive("r1"), [load("w1", "r1")]),
+            (arrive("r2"), []),  # waits for r1's load
+            (arrive("r3", num_ctx=4096), [load("w1", "r3", num_ctx=4096)]),  # another instance
+            (
+                loaded("w1", error="out of memory", after=state("w1")),
+                [*fail("r1", "out of memory", "internal"), *fail("r2", "out of memory", "internal")],
+            ),
+            (
+                loaded("w1", num_ctx=4096, after=state("w1", res(A, num_ctx=4096))),
+                [run("w1", "r3", num_ctx=4096)],
+            ),
+        ],
+        1,
+    ),
+    (
+        "redelivered-arrival-while-waiting-keeps-one-entry",
+        [
+            (beat("w1", res(A, busy=1)), []),
+            (arrive("r1"), []),
+            (arrive("r1"), []),
+        ],
+        1,
+    ),
+    (
+        "redelivered-arrival-while-dispatching-is-not-run-twice",
+        [
+            (beat("w1", res(A, slots=2)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (arrive("r1"), []),
+            (ran("r1"), [Ack("r1")]),
+        ],
+        0,
+    ),
+    (
+        "refused-run-retried-then-fails-after-three",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (ran("r1", error="no free slot", after=state("w1", res(A))), [run("w1", "r1")]),
+            (ran("r1", error="no free slot", after=state("w1", res(A))), [run("w1", "r1")]),
+            (
+                ran("r1", error="no free slot", after=state("w1", res(A))),
+                fail(
+                    "r1",
+                    "no worker would run the request (3 refusals, the last: no free slot)",
+                    "unavailable",
+                ),
+            ),
+        ],
+        0,
+    ),
+    (
+        "stale-worker-dropped-its-waiting-work-placed-again",
+        [
+            (beat("w1", res(A, busy=1)), []),
+            (arrive("r1"), []),  # waits for w1's busy instance rather than loading a second copy
+            (Later(STALE), []),
+            (beat("w2"), []),
+            (Later(1), []),
+            (Tick(), [alive("r1"), load("w2", "r1")]),
+        ],
+        1,
+    ),
+    (
+        "stale-worker-dropped-its-unanswered-run-fails",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (Later(STALE + 1), []),
+            (Tick(), fail("r1", "worker w1 stopped responding", "unavailable")),
+            (ran("r1", error="worker did not answer: TimeoutError()"), []),  # too late: ignored
+        ],
+        0,
+    ),
+    (
+        "stale-worker-dropped-its-late-load-failure-fails-nobody",
+        [
+            (beat("w1"), []),
+            (beat("w2", memory=4 * GB), []),
+            (arrive("r1"), [load("w1", "r1")]),  # most free memory
+            (Later(STALE), []),
+            (beat("w2", memory=4 * GB), []),
+            (Later(1), []),
+            (Tick(), [alive("r1"), load("w2", "r1")]),
+            (loaded("w1", error="worker did not answer: TimeoutError()"), []),
+            (loaded("w2", after=state("w2", res(A), memory=4 * GB)), [run("w2", "r1")]),
+        ],
+        1,
+    ),
+    (
+        "unload-action-unloads-every-holder-and-answers",
+        [
+            (beat("w1", res(A)), []),
+            (beat("w2", res(B), res(A)), []),
+            (beat("w3", res(B)), []),
+            (
+                arrive("r1", action="unload"),
+                [
+                    Unload("w1", A),
+                    Unload("w2", A),
+                    Reply("r1", "corral.reply.r1", Done(done_reason="unload")),
+                    Ack("r1"),
+                ],
+            ),
+        ],
+        0,
+    ),
+    (
+        "max-loaded-evicts-least-recently-used-idle",
+        [
+            (beat("w1", res(B, expires=20.0), res(C, expires=10.0)), []),
+            (arrive("r1"), [load("w1", "r1", evict=(C,))]),
+        ],
+        1,
+    ),
+    (
+        "tick-keeps-every-held-message-alive",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (arrive("r2"), []),
+            (Tick(), [alive("r1", "r2")]),
+        ],
+        2,
+    ),
+    ("tick-with-nothing-held", [(beat("w1"), []), (Tick(), [])], 0),
+    (
+        "stopping-naks-what-waits-not-what-is-dispatched",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (arrive("r2"), []),
+            (arrive("r3"), []),
+            (Stopping(), [Nak("r2"), Nak("r3")]),
+        ],
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(("steps", "held"), [s[1:] for s in SCENARIOS], ids=[s[0] for s in SCENARIOS])
+def test_scenario(steps: list[Step], held: int) -> None:
+    clock = Clock()
+    scheduler = core(clock)
+    for number, (event, expected) in enumerate(steps, start=1):
+        if isinstance(event, Later):
+            clock.now += event.seconds
+            continue
+        assert (number, scheduler.handle(event)) == (number, expected)
+    assert scheduler.waiting == held
+
+
+def test_the_queue_counts_what_waits_by_model_and_reason_and_finds_a_client() -> None:
+    scheduler = core()
+    scheduler.handle(beat("w1", res(A, busy=1), memory=0))
+    for rid, digest in (("r1", A), ("r2", B), ("r3", A)):
+        scheduler.handle(Arrived(req(rid, digest, client_id=f"client-{rid}")))
+
+    queue = scheduler.queue("client-r3")
+
+    assert queue.waiting == 3
+    assert [(m.name, m.waiting, m.reasons) for m in queue.models] == [
+        ("a:1", 2, {"all slots busy": 2}),
+        ("b:1", 1, {"no worker has room": 1}),
+    ]
+    assert (queue.position, queue.model, queue.reason) == (2, "a:1", "all slots busy")
+    assert scheduler.waiting_by() == {("a:1", "all slots busy"): 2, ("b:1", "no worker has room"): 1}
+    assert scheduler.workers() == 1
+
+
+def test_a_waiting_reason_is_logged_when_it_changes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "corral.scheduler")
+    clock = Clock()
+    scheduler = core(clock)
+    scheduler.handle(beat("w1", res(A, busy=1)))
+    scheduler.handle(arrive("r1"))
+    scheduler.handle(beat("w1", res(A, busy=1)))
+    clock.now += STALE + 1
+    scheduler.handle(beat("w2", memory=0))
+    scheduler.handle(Tick())  # w1 gone, w2 has no room
+    scheduler.handle(beat("w2"))  # now it has
+    reasons = [r.fields["reason"] for r in caplog.records if r.msg == "waiting"]  # type: ignore[attr-defined]
+    assert reasons == ["all slots busy", "no worker has room", "model loading"]
+
+
+def test_a_dispatched_request_is_not_in_the_queue() -> None:
+    scheduler = core()
+    scheduler.handle(beat("w1", res(A)))
+    scheduler.handle(arrive("r1", client_id="me"))
+    assert scheduler.queue("me").waiting == 0 and scheduler.queue("me").position is None
+
+
+NUM_CTX: list[tuple[str, int | None, int | None, int | None, int]] = [
+    # (id, request's num_ctx, model's parameter, model's trained context, chosen)
+    ("default", None, None, None, CONTEXT),
+    ("model-parameter", None, 4096, None, 4096),
+    ("request-wins", 1024, 4096, None, 1024),
+    ("capped-at-trained", 8192, None, 4096, 4096),
+]
+
+
+@pytest.mark.parametrize(
+    ("asked", "parameter", "trained", "chosen"), [c[1:] for c in NUM_CTX], ids=[c[0] for c in NUM_CTX]
+)
+def test_want_decides_num_ctx(
+    asked: int | None, parameter: int | None, trained: int | None, chosen: int
+) -> None:
+    request = req("r1", num_ctx=asked)
+    request.model = MODELS[A].model_copy(
+        update={"parameters": Options(num_ctx=parameter), "context_length": trained}
+    )
+    assert core().want(request).num_ctx == chosen
+
+
+# ---- the shell: commands carried out, answers fed back
+
+
+class FakeMessage:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self._name, self._log = name, log
+
+    async def ack(self) -> None:
+        self._log.append(f"ack {self._name}")
+
+    async def nak(self) -> None:
+        self._log.append(f"nak {self._name}")
+
+    async def in_progress(self) -> None:
+        self._log.append(f"in_progress {self._name}")
+
+
+class FakeTransport:
+    def __init__(self, log: list[str], run_ok: bool = True) -> None:
+        self._log, self._run_ok = log, run_ok
+
+    async def run(self, worker_id: str, command: RunCommand) -> CommandResult:
+        self._log.append(f"run {worker_id} {command.request.id}")
+        return CommandResult(ok=self._run_ok, error=None if self._run_ok else "no free slot")
+
+    async def load(self, worker_id: str, command: LoadCommand) -> CommandResult:
+        self._log.append(f"load {worker_id} {command.request_id}")
+        return CommandResult(ok=True, state=state(worker_id, res(command.model.digest)))
+
+    async def unload(self, worker_id: str, digest: str) -> CommandResult:
+        self._log.append(f"unload {worker_id} {digest[7:8]}")
+        return CommandResult(ok=True)
+
+    async def reply(self, subject: str, event: Done | Failed) -> None:
+        self._log.append(f"reply {subject} {event.kind}")
+
+
+async def settle(shell: SchedulerShell) -> None:
+    """Run every spawned task and feed back every answer until nothing is left to do (a loop
+    that never settles fails after 100 steps rather than hanging)."""
+    for _ in range(100):
+        while shell._tasks:
+            await asyncio.gather(*list(shell._tasks))
+        if shell._events.empty():
+            return
+        shell.step(*shell._events.get_nowait())
+    raise AssertionError("the shell never settled")
+
+
+async def test_shell_loads_runs_and_acks_the_newest_handle() -> None:
+    log: list[str] = []
+    shell = SchedulerShell(core(), FakeTransport(log))
+    shell.step(beat("w1"))
+    shell.arrived(req("r1"), FakeMessage("first", log), None)
+    shell.arrived(req("r1"), FakeMessage("redelivered", log), None)
+    await settle(shell)
+    assert log == ["load w1 r1", "run w1 r1", "ack redelivered"]
+    assert shell.core.waiting == 0
+
+
+async def test_shell_replies_before_it_acks() -> None:
+    log: list[str] = []
+    shell = SchedulerShell(core(), FakeTransport(log))
+    shell.step(beat("w1", res(A)))
+    shell.step(arrive("r1", action="unload"), FakeMessage("r1", log))
+    await settle(shell)
+    assert log == ["unload w1 a", "reply corral.reply.r1 done", "ack r1"]
+
+
+async def test_shell_fails_a_request_no_worker_will_run() -> None:
+    log: list[str] = []
+    shell = SchedulerShell(core(), FakeTransport(log, run_ok=False))
+    shell.step(beat("w1", res(A)))
+    shell.step(arrive("r1"), FakeMessage("r1", log))
+    await settle(shell)
+    assert log == ["run w1 r1"] * 3 + ["reply corral.reply.r1 failed", "ack r1"]
+
+
+async def test_shell_naks_what_waits_on_stop() -> None:
+    log: list[str] = []
+    shell = SchedulerShell(core(), FakeTransport(log))
+    shell.step(arrive("r1"), FakeMessage("r1", log))
+    shell.step(Tick())
+    await settle(shell)
+    await shell.release_all()
+    assert log == ["in_progress r1", "nak r1"]
