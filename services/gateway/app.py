@@ -23,7 +23,7 @@ from services.version import corral_version
 
 def create_app(settings: Settings) -> FastAPI:
     broker = new_broker(settings.nats_url or "", "gateway")
-    state = GatewayState(settings, broker, Relay(broker, settings.idle_timeout))
+    state = GatewayState(settings, broker, Relay(broker, settings.idle_timeout, settings.heartbeat_interval))
 
     @broker.subscriber(subjects.HEARTBEAT)
     async def on_heartbeat(worker: WorkerState) -> None:

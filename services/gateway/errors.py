@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services.gateway import anthropic_format, measure, openai_format
+from services.gateway import measure
+from services.gateway.error_bodies import error_body
 from services.gateway.guard import MAX_BODY, BodyTooLarge
 from services.protocol.messages import ErrorCode
 
@@ -74,17 +73,9 @@ def failure(message: str, code: ErrorCode) -> ApiError:
 
 
 def error_response(status: int, message: str, path: str = "") -> JSONResponse:
-    """The one mapping of an error to a body, per API flavour: Anthropic's under /v1/messages,
-    OpenAI's elsewhere under /v1/, Ollama's `{"error": "..."}` everywhere else."""
+    """An error as the route's API flavour words it (error_bodies), counted by status."""
     measure.failed_response(status)
-    body: dict[str, Any]
-    if path.startswith("/v1/messages"):
-        body = anthropic_format.error(status, message)
-    elif path.startswith("/v1/"):
-        body = openai_format.error(status, message)
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_body(status, message, path), status_code=status)
 
 
 def install(app: FastAPI) -> None:

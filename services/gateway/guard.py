@@ -14,8 +14,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.error_bodies import error_body
 
 MAX_BODY = 64 * 1024 * 1024  # bytes; a generation request must also fit a NATS message (8 MiB)
 UNLIMITED_PREFIX = "/api/blobs/"
@@ -81,7 +84,8 @@ class Guard:
             return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY:
-            await _status(send, 413, f"request body too large: {length} bytes, at most {MAX_BODY}")
+            error = f"request body too large: {length} bytes, at most {MAX_BODY}"
+            await _status(send, 413, error_body(413, error, scope["path"]))
             return
         await self.app(scope, _limited(receive), send)
 
@@ -106,8 +110,8 @@ class BodyTooLarge(Exception):
     """A chunked body passed MAX_BODY; the gateway answers 413."""
 
 
-async def _status(send: Send, status: int, error: str | None = None) -> None:
-    body = json.dumps({"error": error}).encode() if error else b""
+async def _status(send: Send, status: int, error: dict[str, Any] | None = None) -> None:
+    body = json.dumps(error).encode() if error else b""
     headers = [(b"content-length", str(len(body)).encode())]
     if error:
         headers.append((b"content-type", b"application/json"))

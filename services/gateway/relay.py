@@ -4,15 +4,24 @@ Subscribe to the request's reply subject first, then publish the request into
 the bounded stream (a full stream is HTTP 503), then read the worker's replies
 in order. Closing the relay early (the client went away) sends a cancel, so the
 scheduler drops a waiting request and a worker stops a running one.
+
+Once a worker has started the request (Started names it), a silence of one heartbeat
+interval makes the relay ask that worker (`corral.worker.<id>.ping`): NATS answers "no
+responders" at once when its connection is gone (a killed worker), and the client gets
+its error then, not after the idle timeout. A worker that is alive but silent (a long
+prompt) answers, and the wait goes on, up to CORRAL_IDLE_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import nats.errors
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import APIError, NoStreamResponseError
 
@@ -25,14 +34,16 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.gateway")
 STREAM_FULL = 10077
 PUBLISH_TIMEOUT = 5.0
+PING_TIMEOUT = 2.0  # seconds: a worker that does not answer in time counts as alive but busy
 
 Event = Started | Chunk | Done | Embeddings | Failed
 
 
 class Relay:
-    def __init__(self, broker: NatsBroker, idle_timeout: float) -> None:
+    def __init__(self, broker: NatsBroker, idle_timeout: float, check_every: float) -> None:
         self._broker = broker
         self._idle_timeout = idle_timeout
+        self._check_every = check_every  # the heartbeat interval
 
     async def open(self, request: GenerationRequest) -> RelayedRequest:
         """Queue `request`; raise QueueFull (503) when the stream refuses it, and 413 when it is
@@ -67,7 +78,27 @@ class Relay:
             measured.seen(Failed(error="no answer from the request stream", code="unavailable"))
             raise Unavailable("queue unavailable: no answer from the request stream") from exc
         log_event(log, "submitted", context=measured.context, request=request.id, model=request.model.name)
-        return RelayedRequest(self._broker, request, subscription, self._idle_timeout, measured)
+        silence = Silence(self._idle_timeout, self._check_every, self._ping)
+        return RelayedRequest(self._broker, request, subscription, silence, measured)
+
+    async def _ping(self, worker_id: str) -> bool | None:
+        """True: the worker answers; False: it is gone (no responders); None: cannot tell."""
+        try:
+            await self._broker.connection.request(subjects.worker_ping(worker_id), b"", timeout=PING_TIMEOUT)
+        except nats.errors.NoRespondersError:
+            return False
+        except (nats.errors.Error, TimeoutError):
+            return None
+        return True
+
+
+@dataclass(frozen=True)
+class Silence:
+    """How long a started request may stay silent, and how to ask its worker meanwhile."""
+
+    idle: float  # seconds of silence that fail it whatever the worker says
+    check_every: float  # seconds of silence before the worker is asked
+    ping: Callable[[str], Awaitable[bool | None]]
 
 
 class RelayedRequest:
@@ -78,15 +109,16 @@ class RelayedRequest:
         broker: NatsBroker,
         request: GenerationRequest,
         subscription: Subscription,
-        idle: float,
+        silence: Silence,
         measured: measure.Measured,
     ) -> None:
         self._broker = broker
         self.request = request
         self._subscription: Subscription | None = subscription
-        self._idle = idle
+        self._silence = silence
         self._finished = False
         self._started = False
+        self._worker = ""  # the worker that started it
         self._held: Event | None = None  # read ahead by ready_chunks, not yet returned
         self._measured = measured
 
@@ -97,13 +129,28 @@ class RelayedRequest:
             return event
         if self._subscription is None:
             raise ApiError("request already finished", 500)
-        # Queue wait and model load have no deadline of ours (the client decides);
-        # once a worker has started, silence longer than `idle` means it is gone.
-        try:
-            message = await self._subscription.next_msg(timeout=self._idle if self._started else None)
-        except nats.errors.TimeoutError:
-            raise ApiError("worker stopped responding", 500) from None
+        # Queue wait and model load have no deadline of ours (the client decides).
+        if not self._started:
+            message = await self._subscription.next_msg(timeout=None)
+        else:
+            message = await self._next_from_worker(self._subscription)
         return self._seen(REPLY.validate_json(message.data))
+
+    async def _next_from_worker(self, subscription: Subscription) -> Msg:
+        """The next reply of a started request; ApiError once its worker is known to be gone,
+        or after `idle` seconds of silence."""
+        silent = 0.0
+        while True:
+            wait = min(self._silence.check_every, self._silence.idle - silent)
+            try:
+                return await subscription.next_msg(timeout=wait)
+            except nats.errors.TimeoutError:
+                silent += wait
+            if silent >= self._silence.idle:
+                raise ApiError("worker stopped responding", 500)
+            if self._worker and await self._silence.ping(self._worker) is False:
+                log_event(log, "worker_gone", request=self.request.id, worker=self._worker)
+                raise ApiError(f"worker {self._worker} stopped responding", 500)
 
     async def ready_chunks(self) -> list[Chunk]:
         """The chunks already waiting, without waiting for more (a non-chunk is kept for later)."""
@@ -119,7 +166,8 @@ class RelayedRequest:
 
     def _seen(self, event: Event) -> Event:
         self._measured.seen(event)
-        self._started = self._started or isinstance(event, Started)
+        if isinstance(event, Started):
+            self._started, self._worker = True, event.worker_id
         self._finished = self._finished or isinstance(event, Done | Embeddings | Failed)
         return event
 

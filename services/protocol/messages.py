@@ -201,6 +201,7 @@ class Started(Message):
     """The worker has taken the request: queue wait and model load are over."""
 
     kind: Literal["started"] = "started"
+    worker_id: str = ""  # who runs it: the gateway asks that worker when the stream falls silent
 
 
 class TokenLogprob(Message):

@@ -4,6 +4,7 @@
 |------------------------------------------|-------------------------------|-----------------------------|
 | stream CORRAL_REQ, `corral.req.>`        | JetStream work queue, bounded | gateway → scheduler         |
 | `corral.worker.<id>.run/.load/.unload`   | request/reply                 | scheduler → worker          |
+| `corral.worker.<id>.ping`                | request/reply                 | gateway → worker            |
 | `corral.worker.heartbeat`                | core pub/sub                  | worker → scheduler, gateway |
 | `corral.reply.<request-id>`              | core, many messages           | worker/scheduler → gateway  |
 | `corral.cancel.<request-id>`             | core pub/sub                  | gateway → scheduler, worker |
@@ -76,6 +77,11 @@ def worker_load(worker_id: str) -> str:
 
 def worker_unload(worker_id: str) -> str:
     return f"corral.worker.{worker_id}.unload"
+
+
+def worker_ping(worker_id: str) -> str:
+    """Asked by a gateway whose stream fell silent: no responders means the worker is gone."""
+    return f"corral.worker.{worker_id}.ping"
 
 
 def reply_subject(request_id: str) -> str:

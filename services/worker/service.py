@@ -40,6 +40,10 @@ def register(broker: NatsBroker, settings: Settings) -> Worker:
     async def on_unload(command: UnloadCommand) -> CommandResult:
         return await worker.unload(command)
 
+    @broker.subscriber(subjects.worker_ping(worker.id))
+    async def on_ping() -> CommandResult:
+        return CommandResult(ok=True)
+
     @broker.subscriber(subjects.CANCEL_ALL)
     async def on_cancel(message: NatsMessage) -> None:
         worker.cancel(subjects.request_id_of(message.raw_message.subject))

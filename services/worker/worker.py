@@ -171,7 +171,7 @@ class Worker:
         request, instance = running.request, running.instance
         reply = request.reply_subject
         try:
-            self._send(reply, Started())
+            self._send(reply, Started(worker_id=self.id))
             if request.action == "load" or running.cancelled:
                 self._send(reply, Done(done_reason="load" if request.action == "load" else "cancel"))
                 return

@@ -3,6 +3,7 @@ by itself while the rest keeps serving, and Ctrl-C still stops everything."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from tests.integration.test_serve import alive, descendants
-from tests.stack import MODEL, SERVICES, free_port
+from tests.stack import MODEL, SERVICES, Stack, free_port
 from tests.watch import until
 
 
@@ -167,3 +168,31 @@ def test_a_service_that_cannot_start_stops_corral_serve(tmp_path: Path) -> None:
     assert "corral-gateway exited 5 times in a row within 10s of starting" in log, log[-3000:]
     assert log.count("exited service=gateway") == 4
     until(lambda: not alive(children), what="every child process to exit")
+
+
+def test_a_killed_worker_fails_its_streams_at_once_and_is_used_again_when_back(
+    tmp_path: Path, nats_binary: Path
+) -> None:
+    """kill -9 of the worker mid-stream: the client gets an error as soon as the stream falls
+    silent and the worker is found gone (no responders), not after CORRAL_IDLE_TIMEOUT; a
+    worker that comes back with the same id serves again."""
+    stack = Stack(tmp_path, nats_binary, env_overrides={"CORRAL_IDLE_TIMEOUT": "600"}).start()
+    try:
+        body = {"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "raw": True, "options": {"num_predict": 2000}}
+        with httpx.stream("POST", f"{stack.url}/api/generate", json=body, timeout=120) as response:
+            lines = (json.loads(line) for line in response.iter_lines() if line)
+            assert "response" in next(lines)
+            stack.stop_service("worker", signal.SIGKILL)
+            rest = list(lines)
+        assert rest[-1] == {"error": "worker w1 stopped responding"}
+        assert all(not line.get("done") for line in rest)  # never a false "done"
+
+        stack.start_service("worker")
+        short = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 4}}
+
+        def served() -> bool:
+            return httpx.post(f"{stack.url}/api/generate", json=short, timeout=120).status_code == 200
+
+        until(served, what="a generation on the worker that came back")
+    finally:
+        stack.stop()
