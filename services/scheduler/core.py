@@ -43,6 +43,8 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.scheduler")
 
 MAX_REFUSALS = 3  # a request whose run is refused this many times fails ("unavailable")
+NO_WORKER_WAIT = 300.0  # seconds a request waits while no worker is alive (OLLAMA_LOAD_TIMEOUT)
+NO_WORKER = "no worker is available to run the model"
 
 
 # ---- events: what happened
@@ -170,12 +172,14 @@ class Scheduler:
         stale_after: float,
         clock: Callable[[], float] = time.time,
         max_refusals: int = MAX_REFUSALS,
+        no_worker_wait: float = NO_WORKER_WAIT,
     ) -> None:
         self._num_parallel = num_parallel
         self._context_length = context_length
         self._stale_after = stale_after
         self._clock = clock
         self._max_refusals = max_refusals
+        self._no_worker_wait = no_worker_wait
         self._fleet = Fleet(max_loaded)
         self._pending: dict[str, Pending] = {}  # in arrival order
         self._loads: set[tuple[str, str, int]] = set()  # (worker, digest, num_ctx) out to workers
@@ -339,6 +343,12 @@ class Scheduler:
                 if pending.dispatched_to == worker_id:  # its run may have started there: never run it twice
                     del self._pending[pending.request.id]
                     commands += self._fail(pending, f"worker {worker_id} stopped responding", "unavailable")
+        if not self._fleet.workers():  # no request waits without a deadline for a worker to appear
+            horizon = self._clock() - self._no_worker_wait
+            for pending in list(self._pending.values()):
+                if not pending.dispatching and pending.arrived <= horizon:
+                    del self._pending[pending.request.id]
+                    commands += self._fail(pending, NO_WORKER, "unavailable")
         if self._pending:  # keep every held message from being redelivered
             commands.append(InProgress(tuple(self._pending)))
         return commands

@@ -227,6 +227,7 @@ def register(broker: NatsBroker, settings: Settings) -> SchedulerShell:
         num_parallel=settings.num_parallel,
         context_length=settings.context_length,
         stale_after=settings.stale_after,
+        no_worker_wait=settings.load_deadline,
     )
     scheduler = SchedulerShell(core, NatsTransport(broker, settings.load_deadline))
     measure.observe(core.waiting_by, core.workers)

@@ -29,6 +29,8 @@ from services.protocol import (
 )
 from services.protocol.messages import ErrorCode
 from services.scheduler.core import (
+    NO_WORKER,
+    NO_WORKER_WAIT,
     Ack,
     Arrived,
     Cancelled,
@@ -338,6 +340,28 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
             (beat("w2"), []),
             (Later(1), []),
             (Tick(), [alive("r1"), load("w2", "r1")]),
+        ],
+        1,
+    ),
+    (
+        "no-worker-alive-fails-the-request-after-the-load-timeout",
+        [
+            (arrive("r1"), []),
+            (Later(NO_WORKER_WAIT - 1), []),
+            (Tick(), [alive("r1")]),
+            (Later(1), []),
+            (Tick(), fail("r1", NO_WORKER, "unavailable")),
+        ],
+        0,
+    ),
+    (
+        "a-busy-live-worker-keeps-its-waiters-past-the-load-timeout",
+        [
+            (beat("w1", res(A, busy=1)), []),
+            (arrive("r1"), []),
+            (Later(NO_WORKER_WAIT + 1), []),
+            (beat("w1", res(A, busy=1)), []),
+            (Tick(), [alive("r1")]),
         ],
         1,
     ),
