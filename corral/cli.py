@@ -19,7 +19,7 @@ from corral.launcher import Launcher
 from corral.modelfile import ModelfileError
 from corral.nats_server import NatsServerError
 from corral.run import Session, answer, conversation, load
-from services.config import ConfigError, load_settings
+from services.config import ConfigError, load_settings, redact_url
 from services.version import corral_version
 
 app = typer.Typer(add_completion=False, help="corral: an Ollama-compatible model server on NATS.")
@@ -50,7 +50,8 @@ def serve() -> None:
     launcher = Launcher(settings)
 
     def started(url: str) -> None:
-        typer.echo(f"corral is listening on {url} (NATS {launcher.env['NATS_URL']})")
+        # The embedded server's URL carries its token: never print it.
+        typer.echo(f"corral is listening on {url} (NATS {redact_url(launcher.env['NATS_URL'])})")
         typer.echo("Press Ctrl-C to stop.")
 
     try:

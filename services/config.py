@@ -267,7 +267,7 @@ class Settings:
         """Effective values for the start-up log, with credentials redacted."""
         values = asdict(self)
         values["host"] = self.host.url
-        values["nats_url"] = _redact_url(self.nats_url) if self.nats_url else None
+        values["nats_url"] = redact_url(self.nats_url) if self.nats_url else None
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
@@ -291,7 +291,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values)
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
+    """`url` with its credentials (user, password or token) replaced by ***, for logs and banners."""
     parts = urlsplit(url)
     if parts.username or parts.password:
         netloc = "***@" + parts.netloc.rsplit("@", 1)[-1]

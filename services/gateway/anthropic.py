@@ -12,9 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway import anthropic_format
-from services.gateway.bodies import QUEUED, ChatBody, decode_object, documented, validate_body
+from services.gateway.bodies import QUEUED, ChatBody, decode_object, documented, translated_body
 from services.gateway.core import submit
-from services.gateway.errors import BadRequest
 from services.gateway.flavour_bodies import MessagesBody
 from services.gateway.requests import chat_request
 from services.gateway.sse import NamedEvent, named_events
@@ -26,11 +25,9 @@ router = APIRouter(prefix="/v1")
 @router.post("/messages", openapi_extra=documented(MessagesBody, QUEUED))
 async def messages(request: Request) -> Response:
     data = decode_object(await request.body(), "MessagesRequest")
-    try:
-        translated = anthropic_format.chat_body(data)
-    except anthropic_format.AnthropicRequestError as exc:
-        raise BadRequest(str(exc)) from exc
-    native = validate_body(translated, ChatBody, "ChatRequest")
+    native = translated_body(
+        data, anthropic_format.chat_body, anthropic_format.AnthropicRequestError, ChatBody, "ChatRequest"
+    )
     state: GatewayState = request.app.state.corral
     generation = await chat_request(state, native, relax_thinking=True)
     running = await submit(request, state, generation)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
@@ -246,6 +247,22 @@ def decode_object(raw: bytes, go_name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest(f"json: cannot unmarshal {_go_type(data)} into Go value of type api.{go_name}")
     return data
+
+
+def translated_body(
+    data: dict[str, Any],
+    translate: Callable[[dict[str, Any]], dict[str, Any]],
+    refused: type[Exception],
+    model: type[BodyT],
+    go_name: str,
+) -> BodyT:
+    """Another API's body (OpenAI, Anthropic) as the native `model`: `translate` maps it, its
+    `refused` errors are 400s with their own text, then Ollama's rules apply to the result."""
+    try:
+        native = translate(data)
+    except refused as exc:
+        raise BadRequest(str(exc)) from exc
+    return validate_body(native, model, go_name)
 
 
 def validate_body(data: dict[str, Any], model: type[BodyT], go_name: str) -> BodyT:

@@ -25,12 +25,14 @@ from services.gateway.bodies import (
     decode_object,
     documented,
     parse_embed_input,
+    translated_body,
     validate_body,
 )
 from services.gateway.core import Generation, embeddings_of, submit
 from services.gateway.errors import STATUS, ApiError, BadRequest
 from services.gateway.flavour_bodies import ChatCompletionBody, CompletionBody, OpenAIEmbeddingBody
 from services.gateway.ollama_format import normalise
+from services.gateway.openai_format import OpenAIRequestError
 from services.gateway.relay import Event
 from services.gateway.requests import chat_request, embed_request, generate_request
 from services.gateway.state import GatewayState
@@ -43,7 +45,7 @@ DONE_EVENT = b"data: [DONE]\n\n"
 @router.post("/chat/completions", openapi_extra=documented(ChatCompletionBody, QUEUED))
 async def chat_completions(request: Request) -> Response:
     data = decode_object(await request.body(), "ChatCompletionRequest")
-    native = validate_body(_translated(openai_format.chat_body, data), ChatBody, "ChatRequest")
+    native = translated_body(data, openai_format.chat_body, OpenAIRequestError, ChatBody, "ChatRequest")
     state = _state(request)
     generation = await chat_request(state, native)
     return await _answer(request, state, generation, data, native.stream, "chatcmpl", _Chat(native.model))
@@ -52,7 +54,9 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/completions", openapi_extra=documented(CompletionBody, QUEUED))
 async def completions(request: Request) -> Response:
     data = decode_object(await request.body(), "CompletionRequest")
-    native = validate_body(_translated(openai_format.completion_body, data), GenerateBody, "GenerateRequest")
+    native = translated_body(
+        data, openai_format.completion_body, OpenAIRequestError, GenerateBody, "GenerateRequest"
+    )
     state = _state(request)
     generation = await generate_request(state, native)
     return await _answer(request, state, generation, data, native.stream, "cmpl", _Completion(native.model))
@@ -91,13 +95,6 @@ async def embeddings(request: Request) -> Response:
     vectors = [normalise(v) for v in vectors]
     base64_floats = str(data.get("encoding_format", "")).lower() == "base64"
     return JSONResponse(openai_format.embeddings(native.model, vectors, base64_floats, count))
-
-
-def _translated(translate: Any, data: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return translate(data)  # type: ignore[no-any-return]
-    except openai_format.OpenAIRequestError as exc:
-        raise BadRequest(str(exc)) from exc
 
 
 class _Flavour(Protocol):

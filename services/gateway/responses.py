@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.gateway import responses_format
-from services.gateway.bodies import QUEUED, ChatBody, decode_object, documented, validate_body
+from services.gateway.bodies import QUEUED, ChatBody, decode_object, documented, translated_body
 from services.gateway.core import submit
-from services.gateway.errors import BadRequest, failure
+from services.gateway.errors import failure
 from services.gateway.flavour_bodies import ResponsesBody
 from services.gateway.openai_format import OpenAIRequestError
 from services.gateway.requests import chat_request
@@ -29,11 +29,7 @@ router = APIRouter(prefix="/v1")
 @router.post("/responses", openapi_extra=documented(ResponsesBody, QUEUED))
 async def responses(request: Request) -> Response:
     data = decode_object(await request.body(), "ResponsesRequest")
-    try:
-        translated = responses_format.chat_body(data)
-    except OpenAIRequestError as exc:
-        raise BadRequest(str(exc)) from exc
-    native = validate_body(translated, ChatBody, "ChatRequest")
+    native = translated_body(data, responses_format.chat_body, OpenAIRequestError, ChatBody, "ChatRequest")
     state: GatewayState = request.app.state.corral
     generation = await chat_request(state, native)
     running = await submit(request, state, generation)

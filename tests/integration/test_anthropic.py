@@ -42,7 +42,10 @@ def test_a_message(messages_api: tuple[Stack, anthropic.Anthropic]) -> None:
 
 def test_a_streamed_message(messages_api: tuple[Stack, anthropic.Anthropic]) -> None:
     _, client = messages_api
-    with client.messages.stream(model=MODEL, max_tokens=8, messages=HI) as stream:
+    # temperature 0: greedy, so the answer (and where it ends) is the same on every run
+    with client.messages.stream(
+        model=MODEL, max_tokens=8, messages=HI, extra_body={"temperature": 0}
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text and final.content[0].text == text  # type: ignore[union-attr]

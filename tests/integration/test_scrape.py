@@ -58,7 +58,7 @@ async def test_every_process_answers_and_a_late_one_is_waited_for_next_time(nats
     for process in (a, b):
         await process.start(nats_url)
     gateway = await nats.connect(nats_url)
-    scraper = Scraper(window=0.5)
+    scraper = Scraper(window=2.0)  # returns as soon as every known process answered; ample on a busy machine
     try:
         assert instances(await scraper.gather(gateway)) == {"a", "b"}
 

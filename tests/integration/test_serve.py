@@ -61,6 +61,8 @@ def test_corral_serve_starts_everything_and_stops_with_no_orphans(tmp_path: Path
     try:
         banner = serve.stdout.readline()  # type: ignore[union-attr]
         assert banner.startswith(f"corral is listening on http://127.0.0.1:{port}"), banner
+        token = (tmp_path / "corral" / "nats" / "token").read_text().strip()
+        assert token not in banner and "nats://***@127.0.0.1:" in banner  # the secret never printed
         children = descendants(serve.pid)
         assert len(children) == 5  # nats-server and the four services
         body = {
