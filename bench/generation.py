@@ -21,12 +21,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import llama_cpp
 
-from bench.stack import MODEL, running_stack
+from bench.stack import MODEL, report, running_stack
 from services.registry.bundled import bundled_gguf
 
 RUNS = 5
@@ -159,10 +158,7 @@ def main() -> None:
         "P3_streams_completed": f"{completed}/{RUNS * STREAMS}",
         "load_average": os.getloadavg(),
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).with_name("results")
-    out.mkdir(exist_ok=True)
-    (out / "generation.json").write_text(json.dumps(result, indent=2))
+    report("generation", result)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,7 +47,7 @@ DEFAULT_ORIGINS = (
     "vscode-file://*",
 )
 KV_CACHE_TYPES = ("", "f16", "q8_0", "q4_0")
-ENGINES = ("auto", "llamacpp")  # the engines this build has; a GPU engine adds itself here
+ENGINES = ("auto", "llamacpp", "simulated")  # the engines this build has; a GPU engine adds itself here
 MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS=0: Ollama's automatic limit, per GPU (and on CPU)
 STALE_HEARTBEATS = 5  # a worker silent for this many heartbeat intervals is gone
 NO_LIMIT = 365 * 24 * 3600.0  # "forever" for a deadline: a year of seconds
@@ -206,6 +207,45 @@ def _default_worker_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "worker"
 
 
+_MEMORY_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_SIM_DEVICES_FORM = (
+    'kind:size pairs such as "cpu:32GiB,cuda:24GiB" (kinds cpu and cuda, at most one cpu; '
+    "sizes above 0 in bytes, KiB, MiB, GiB or TiB)"
+)
+
+
+def _memory(text: str) -> int | None:
+    """Bytes: plain bytes or a number with a binary unit ("24GiB", "1.5GiB"); None if neither."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text.strip())
+    if match is None or match.group(2) not in _MEMORY_UNITS:
+        return None
+    return int(Decimal(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+
+
+def _sim_devices(name: str, value: str) -> tuple[tuple[str, int], ...]:
+    """The simulated engine's devices as (kind, bytes), in the order written."""
+    devices = []
+    for item in value.split(","):
+        kind, _, size_text = item.strip().partition(":")
+        size = _memory(size_text)
+        if kind not in ("cpu", "cuda") or size is None or size <= 0:
+            raise ConfigError(name, value, _SIM_DEVICES_FORM)
+        devices.append((kind, size))
+    if sum(kind == "cpu" for kind, _ in devices) > 1:
+        raise ConfigError(name, value, _SIM_DEVICES_FORM)
+    return tuple(devices)
+
+
+def _rate(name: str, value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = -1.0
+    if not (0 <= rate < float("inf")):
+        raise ConfigError(name, value, "a number ≥ 0, such as 0 or 25.5")
+    return rate
+
+
 @dataclass(frozen=True)
 class Settings:
     """The effective configuration of one corral process: one field per variable."""
@@ -234,6 +274,10 @@ class Settings:
     idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)
     metrics: bool = _env("CORRAL_METRICS", _bool, False)  # the gateway serves /metrics (Prometheus)
     catalog: str = _env("CORRAL_CATALOG", _text, "")  # a SQLAlchemy URL; "": SQLite in CORRAL_DATA_DIR
+    # The simulated engine (CORRAL_ENGINE=simulated, scheduler tests and benchmarks only): its
+    # devices as (kind, bytes), and its speed in tokens/s per job (0: every job ends at once).
+    sim_devices: tuple[tuple[str, int], ...] = _env("CORRAL_SIM_DEVICES", _sim_devices, (("cpu", 16 << 30),))
+    sim_tokens_per_second: float = _env("CORRAL_SIM_TOKENS_PER_SECOND", _rate, 0.0)
 
     def __post_init__(self) -> None:
         if self.kv_cache_type not in ("", "f16") and not self.flash_attention:

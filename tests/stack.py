@@ -77,10 +77,11 @@ class Stack:
             self.wait_ready()
         return self
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, name: str, module: str | None = None) -> None:
+        """Start `python -m services.<module>` (default: `name`), known here as `name`."""
         log = (self.root / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
+            [sys.executable, "-m", f"services.{module or name}"],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -113,7 +114,8 @@ class Stack:
         raise RuntimeError(f"stack not ready: {last}")
 
     def stop(self) -> None:
-        for name in reversed(SERVICES):
+        extra = [name for name in self.processes if name not in SERVICES]
+        for name in [*extra, *reversed(SERVICES)]:
             if name in self.processes:
                 process = self.processes.pop(name)
                 process.terminate()

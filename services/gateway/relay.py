@@ -2,14 +2,20 @@
 
 Subscribe to the request's reply subject first, then publish the request into
 the bounded stream (a full stream is HTTP 503), then read the worker's replies
-in order. Closing the relay early (the client went away) sends a cancel, so the
-scheduler drops a waiting request and a worker stops a running one.
+in order. Closing the relay early (the client went away) sends a cancel: to the worker
+that started the request, else to the scheduler, which drops a waiting request or passes
+the cancel on to the one worker it placed the request on. No cancel is broadcast.
 
 Once a worker has started the request (Started names it), a silence of one heartbeat
-interval makes the relay ask that worker (`corral.worker.<id>.ping`): NATS answers "no
-responders" at once when its connection is gone (a killed worker), and the client gets
-its error then, not after the idle timeout. A worker that is alive but silent (a long
-prompt) answers, and the wait goes on, up to CORRAL_IDLE_TIMEOUT.
+interval makes the relay ask that worker whether it still runs the request
+(`corral.worker.<id>.ping`): NATS answers "no responders" at once when its connection is
+gone (a killed worker), and the client gets its error then, not after the idle timeout. A
+worker that runs it (a long prompt) says so, and the wait goes on, up to
+CORRAL_IDLE_TIMEOUT; one that no longer does sent its last message into a gap.
+
+The stream is never silently cut: chunks are numbered and Done says how many there were,
+so a message lost to a broker restart is an error for the client, never a short answer
+that claims `done`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import nats.errors
 from faststream.nats import NatsBroker
@@ -28,15 +35,31 @@ from nats.js.errors import APIError, NoStreamResponseError
 from services import telemetry
 from services.gateway import measure
 from services.gateway.errors import ApiError, QueueFull, Unavailable
-from services.protocol import REPLY, Chunk, Done, Embeddings, Failed, GenerationRequest, Started, subjects
+from services.protocol import (
+    REPLY,
+    CancelCommand,
+    Chunk,
+    Done,
+    Embeddings,
+    Failed,
+    GenerationRequest,
+    PingRequest,
+    Started,
+    subjects,
+)
+from services.protocol.messages import CommandResult
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.gateway")
 STREAM_FULL = 10077
 PUBLISH_TIMEOUT = 5.0
+INTERRUPTED = "reply stream interrupted: "
+GONE_AFTER = 2  # pings in a row answered "no responders" that make a worker count as gone
 PING_TIMEOUT = 2.0  # seconds: a worker that does not answer in time counts as alive but busy
 
 Event = Started | Chunk | Done | Embeddings | Failed
+# What a worker says of a request that fell silent (None: it could not be asked in time).
+Liveness = Literal["running", "finished", "gone"] | None
 
 
 class Relay:
@@ -81,15 +104,18 @@ class Relay:
         silence = Silence(self._idle_timeout, self._check_every, self._ping)
         return RelayedRequest(self._broker, request, subscription, silence, measured)
 
-    async def _ping(self, worker_id: str) -> bool | None:
-        """True: the worker answers; False: it is gone (no responders); None: cannot tell."""
+    async def _ping(self, worker_id: str, request_id: str) -> Liveness:
+        """Whether the worker still runs the request, has finished it, or is gone."""
+        ping = PingRequest(request_id=request_id).encode()
         try:
-            await self._broker.connection.request(subjects.worker_ping(worker_id), b"", timeout=PING_TIMEOUT)
+            answer = await self._broker.connection.request(
+                subjects.worker_ping(worker_id), ping, timeout=PING_TIMEOUT
+            )
         except nats.errors.NoRespondersError:
-            return False
+            return "gone"
         except (nats.errors.Error, TimeoutError):
             return None
-        return True
+        return "running" if CommandResult.model_validate_json(answer.data).ok else "finished"
 
 
 @dataclass(frozen=True)
@@ -98,7 +124,27 @@ class Silence:
 
     idle: float  # seconds of silence that fail it whatever the worker says
     check_every: float  # seconds of silence before the worker is asked
-    ping: Callable[[str], Awaitable[bool | None]]
+    ping: Callable[[str, str], Awaitable[Liveness]]  # (worker, request) -> does it run it?
+
+
+@dataclass
+class ChunkCount:
+    """The chunks of one answer received so far, against the numbers the worker gave them."""
+
+    received: int = 0
+
+    def lost_before(self, event: Event) -> int:
+        """How many chunks the worker sent before `event` that never arrived (0: none)."""
+        if isinstance(event, Chunk):
+            sent = event.seq - 1
+        elif isinstance(event, Done):
+            sent = event.chunks
+        else:
+            return 0
+        if sent != self.received:
+            return sent - self.received
+        self.received += isinstance(event, Chunk)
+        return 0
 
 
 class RelayedRequest:
@@ -119,6 +165,7 @@ class RelayedRequest:
         self._finished = False
         self._started = False
         self._worker = ""  # the worker that started it
+        self._chunks = ChunkCount()
         self._held: Event | None = None  # read ahead by ready_chunks, not yet returned
         self._measured = measured
 
@@ -138,8 +185,10 @@ class RelayedRequest:
 
     async def _next_from_worker(self, subscription: Subscription) -> Msg:
         """The next reply of a started request; ApiError once its worker is known to be gone,
-        or after `idle` seconds of silence."""
+        or after `idle` seconds of silence. Gone means no responders twice in a row, a check
+        apart: once may be a worker reconnecting to a restarted broker."""
         silent = 0.0
+        absent = 0  # pings in a row that found nobody
         while True:
             wait = min(self._silence.check_every, self._silence.idle - silent)
             try:
@@ -148,9 +197,18 @@ class RelayedRequest:
                 silent += wait
             if silent >= self._silence.idle:
                 raise ApiError("worker stopped responding", 500)
-            if self._worker and await self._silence.ping(self._worker) is False:
+            if not self._worker:
+                continue
+            liveness = await self._silence.ping(self._worker, self.request.id)
+            if liveness in ("gone", "finished") and subscription.pending_msgs:
+                return await subscription.next_msg(timeout=None)  # its last messages came meanwhile
+            absent = absent + 1 if liveness == "gone" else 0
+            if absent >= GONE_AFTER:
                 log_event(log, "worker_gone", request=self.request.id, worker=self._worker)
                 raise ApiError(f"worker {self._worker} stopped responding", 500)
+            if liveness == "finished":
+                log_event(log, "reply_gap", level=logging.ERROR, request=self.request.id, lost="the end")
+                raise ApiError(INTERRUPTED + "the end of the answer was lost", 500)
 
     async def ready_chunks(self) -> list[Chunk]:
         """The chunks already waiting, without waiting for more (a non-chunk is kept for later)."""
@@ -165,11 +223,26 @@ class RelayedRequest:
         return chunks
 
     def _seen(self, event: Event) -> Event:
+        self._check_sequence(event)
         self._measured.seen(event)
         if isinstance(event, Started):
             self._started, self._worker = True, event.worker_id
         self._finished = self._finished or isinstance(event, Done | Embeddings | Failed)
         return event
+
+    def _check_sequence(self, event: Event) -> None:
+        """ApiError when a chunk is missing before this event."""
+        lost = self._chunks.lost_before(event)
+        if lost:
+            log_event(log, "reply_gap", level=logging.ERROR, request=self.request.id, lost=lost)
+            raise ApiError(INTERRUPTED + f"{lost} message(s) of the answer were lost", 500)
+
+    def _cancel(self) -> tuple[str, bytes]:
+        """Where a cancel goes: to the worker that started the request, else to the scheduler
+        (which passes it on if it has placed the request meanwhile)."""
+        if self._worker:
+            return subjects.worker_cancel(self._worker), CancelCommand(request_id=self.request.id).encode()
+        return subjects.cancel_subject(self.request.id), b""
 
     async def close(self) -> None:
         """Stop listening; if the request is not finished, cancel it wherever it is."""
@@ -180,5 +253,5 @@ class RelayedRequest:
             self._finished = True
             log_event(log, "client_gone", context=self._measured.context, request=self.request.id)
             self._measured.gone()
-            await self._broker.connection.publish(subjects.cancel_subject(self.request.id), b"")
+            await self._broker.connection.publish(*self._cancel())
         await asyncio.shield(subscription.unsubscribe())

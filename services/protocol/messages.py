@@ -215,9 +215,13 @@ class Logprob(TokenLogprob):
 
 
 class Chunk(Message):
-    """Generated output since the previous chunk (several tokens when the reader lagged)."""
+    """Generated output since the previous chunk (several tokens when the reader lagged).
+
+    `seq` numbers a request's chunks 1, 2, 3, … as the worker sent them: a reader that sees
+    a number skipped knows the stream was cut (a broker restart drops core messages)."""
 
     kind: Literal["chunk"] = "chunk"
+    seq: int = 0
     text: str = ""
     thinking: str = ""
     tool_calls: list[ToolCall] | None = None
@@ -225,8 +229,12 @@ class Chunk(Message):
 
 
 class Done(Message):
+    """The end of an answer; `chunks` is how many chunks the worker sent before it, so `done`
+    means the whole answer arrived."""
+
     kind: Literal["done"] = "done"
     done_reason: Literal["stop", "length", "load", "unload", "cancel"]
+    chunks: int = 0
     prompt_eval_count: int = 0
     prompt_eval_duration: int = 0
     eval_count: int = 0
@@ -304,11 +312,34 @@ class UnloadCommand(Message):
     digest: str
 
 
+class CancelCommand(Message):
+    """Stop `request_id`: its client has gone (no answer is sent)."""
+
+    request_id: str
+
+
 class RunCommand(Message):
     """Run `request` on the worker's resident instance of its model with `num_ctx` tokens."""
 
     request: GenerationRequest
     num_ctx: int
+
+
+class PingRequest(Message):
+    """A gateway whose stream fell silent asks the worker: are you still running `request_id`?
+    The answer is a CommandResult, `ok` when it is."""
+
+    request_id: str = ""
+
+
+class TakenRequest(Message):
+    """A scheduler taking over the queue asks a worker which of `request_ids` it has taken."""
+
+    request_ids: list[str] = Field(default_factory=list)
+
+
+class TakenResult(Message):
+    request_ids: list[str] = Field(default_factory=list)  # those it has run or is running
 
 
 class CommandResult(Message):

@@ -4,10 +4,14 @@
 |------------------------------------------|-------------------------------|-----------------------------|
 | stream CORRAL_REQ, `corral.req.>`        | JetStream work queue, bounded | gateway → scheduler         |
 | `corral.worker.<id>.run/.load/.unload`   | request/reply                 | scheduler → worker          |
+| `corral.worker.<id>.cancel`              | core pub/sub                  | gateway/scheduler → worker  |
 | `corral.worker.<id>.ping`                | request/reply                 | gateway → worker            |
+| `corral.worker.<id>.taken`               | request/reply                 | scheduler → worker          |
 | `corral.worker.heartbeat`                | core pub/sub                  | worker → scheduler, gateway |
 | `corral.reply.<request-id>`              | core, many messages           | worker/scheduler → gateway  |
-| `corral.cancel.<request-id>`             | core pub/sub                  | gateway → scheduler, worker |
+| `corral.cancel.<request-id>`             | core pub/sub                  | gateway → scheduler         |
+| stream CORRAL_CANCEL, `corral.cancel.*`  | JetStream, last per request   | (kept for a new leader)     |
+| KV bucket CORRAL_SCHEDULER, key `leader` | JetStream KV, entries expire  | scheduler ↔ scheduler       |
 | `corral.registry.resolve/.list/.show`    | request/reply                 | gateway → registry          |
 | `corral.registry.copy/.delete/.create`   | request/reply                 | gateway → registry          |
 | `corral.registry.blob.head/.open`        | request/reply                 | gateway → registry          |
@@ -26,6 +30,12 @@ SCHEDULER_DURABLE = "scheduler"
 
 HEARTBEAT = "corral.worker.heartbeat"
 CANCEL_ALL = "corral.cancel.*"
+# Every cancel is kept a while (the last per request), so a scheduler that takes over the
+# queue can tell which of the requests it inherits were cancelled while no scheduler listened.
+CANCEL_STREAM = "CORRAL_CANCEL"
+# The scheduler lease: the key's value names the leader; entries expire (the bucket's TTL).
+LEADER_BUCKET = "CORRAL_SCHEDULER"
+LEADER_KEY = "leader"
 REGISTRY_RESOLVE = "corral.registry.resolve"
 REGISTRY_LIST = "corral.registry.list"
 REGISTRY_SHOW = "corral.registry.show"
@@ -79,9 +89,19 @@ def worker_unload(worker_id: str) -> str:
     return f"corral.worker.{worker_id}.unload"
 
 
+def worker_cancel(worker_id: str) -> str:
+    """A cancel for the one worker that holds the request (a CancelCommand)."""
+    return f"corral.worker.{worker_id}.cancel"
+
+
 def worker_ping(worker_id: str) -> str:
     """Asked by a gateway whose stream fell silent: no responders means the worker is gone."""
     return f"corral.worker.{worker_id}.ping"
+
+
+def worker_taken(worker_id: str) -> str:
+    """Asked by a scheduler that takes over: which of these requests have you taken?"""
+    return f"corral.worker.{worker_id}.taken"
 
 
 def reply_subject(request_id: str) -> str:

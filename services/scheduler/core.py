@@ -3,8 +3,8 @@
 `Scheduler.handle(event)` applies one named event (`Arrived`, `Heartbeat`, `Cancelled`,
 `RunAnswered`, `LoadAnswered`, `Tick`, `Stopping`) to the one copy of the state (pending
 requests in arrival order, the fleet view, the runs and loads out to workers), places what
-can be placed, and returns commands (`Run`, `Load`, `Unload`, `Reply`, `Ack`, `Nak`,
-`InProgress`) for the NATS shell (`service.py`) to carry out. It does no I/O and knows no
+can be placed, and returns commands (`Run`, `Load`, `Unload`, `CancelOn`, `Reply`, `Ack`,
+`Nak`, `InProgress`) for the NATS shell (`service.py`) to carry out. It does no I/O and knows no
 stream message: the shell holds those by request id and feeds every answer back as an event.
 Logging and metrics are the only side effects here; they decide nothing.
 
@@ -43,6 +43,7 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.scheduler")
 
 MAX_REFUSALS = 3  # a request whose run is refused this many times fails ("unavailable")
+PLACED_REMEMBERED = 10_000  # placed requests whose worker is remembered, to pass a cancel on
 NO_WORKER_WAIT = 300.0  # seconds a request waits while no worker is alive (OLLAMA_LOAD_TIMEOUT)
 NO_WORKER = "no worker is available to run the model"
 
@@ -71,6 +72,7 @@ class RunAnswered:
     request_id: str
     worker_id: str
     result: CommandResult
+    gone: bool = False  # nobody listens for the worker any more: the run never reached it
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class LoadAnswered:
     digest: str
     num_ctx: int
     result: CommandResult
+    gone: bool = False  # nobody listens for the worker any more: the load never reached it
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class Tick:
 
 @dataclass(frozen=True)
 class Stopping:
-    """The scheduler is shutting down: hand what waits back to the stream."""
+    """The scheduler stops leading (shutdown, or its lease was lost): hand what waits back to
+    the stream and place nothing more until a request arrives again (it leads again)."""
 
 
 Event = Arrived | Heartbeat | Cancelled | RunAnswered | LoadAnswered | Tick | Stopping
@@ -122,6 +126,14 @@ class Unload:
 
 
 @dataclass(frozen=True)
+class CancelOn:
+    """Pass a client's cancel on to the one worker that holds (or loads for) the request."""
+
+    worker_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
 class Reply:
     request_id: str
     subject: str
@@ -143,7 +155,7 @@ class InProgress:
     request_ids: tuple[str, ...]
 
 
-Command = Run | Load | Unload | Reply | Ack | Nak | InProgress
+Command = Run | Load | Unload | CancelOn | Reply | Ack | Nak | InProgress
 
 
 @dataclass
@@ -154,6 +166,7 @@ class Pending:
     arrived: float = 0.0  # the scheduler's clock
     reason: str = ""  # why it waits, as placement last said ("" before its first placement)
     dispatched_to: str | None = None  # the worker its run command is out to, until it answers
+    loading_on: str | None = None  # the worker that loads its model because of it
     cancelled: bool = False  # cancelled while its run was out: the answer decides
     refusals: int = 0
 
@@ -183,6 +196,8 @@ class Scheduler:
         self._fleet = Fleet(max_loaded)
         self._pending: dict[str, Pending] = {}  # in arrival order
         self._loads: set[tuple[str, str, int]] = set()  # (worker, digest, num_ctx) out to workers
+        self._leading = True  # False after Stopping: answers are taken in, nothing is placed
+        self._placed: dict[str, str] = {}  # request id -> worker, the last PLACED_REMEMBERED
 
     @property
     def waiting(self) -> int:
@@ -192,16 +207,17 @@ class Scheduler:
         """Apply one event, then place what can be placed; return what to do."""
         match event:
             case Arrived(request, trace):
+                self._leading = True
                 commands = self._arrived(request, trace)
             case Heartbeat(state):
                 self._fleet.update(state, self._clock())
                 commands = []
             case Cancelled(request_id):
                 commands = self._cancelled(request_id)
-            case RunAnswered(request_id, worker_id, result):
-                commands = self._run_answered(request_id, worker_id, result)
-            case LoadAnswered(worker_id, digest, num_ctx, result):
-                commands = self._load_answered(worker_id, digest, num_ctx, result)
+            case RunAnswered(request_id, worker_id, result, gone):
+                commands = self._run_answered(request_id, worker_id, result, gone)
+            case LoadAnswered(worker_id, digest, num_ctx, result, gone):
+                commands = self._load_answered(worker_id, digest, num_ctx, result, gone)
             case Tick():
                 commands = self._tick()
             case Stopping():
@@ -249,6 +265,10 @@ class Scheduler:
     def workers(self) -> int:
         return len(self._fleet.workers())
 
+    def worker_ids(self) -> list[str]:
+        """The workers alive in the fleet view."""
+        return [worker.id for worker in self._fleet.workers()]
+
     # ---- one method per event
 
     def _arrived(self, request: GenerationRequest, trace: Context | None) -> list[Command]:
@@ -266,8 +286,9 @@ class Scheduler:
 
     def _cancelled(self, request_id: str) -> list[Command]:
         pending = self._pending.get(request_id)
-        if pending is None:
-            return []
+        if pending is None:  # placed already: the worker that has it stops it
+            worker_id = self._placed.get(request_id)
+            return [CancelOn(worker_id, request_id)] if worker_id else []
         if pending.dispatching:  # the run's answer decides: taken, the worker stops it; refused, dropped
             pending.cancelled = True
             return []
@@ -275,9 +296,23 @@ class Scheduler:
         log_event(
             log, "cancelled", context=pending.trace, request=request_id, model=pending.request.model.name
         )
-        return [Ack(request_id)]  # the gateway has gone: nobody to reply to
+        commands: list[Command] = [Ack(request_id)]  # the gateway has gone: nobody to reply to
+        if pending.loading_on:  # the model it was loading for need not wait for it
+            commands.append(CancelOn(pending.loading_on, request_id))
+        return commands
 
-    def _run_answered(self, request_id: str, worker_id: str, result: CommandResult) -> list[Command]:
+    def _run_answered(
+        self, request_id: str, worker_id: str, result: CommandResult, gone: bool
+    ) -> list[Command]:
+        if gone:  # the run never got there: place it again, and elsewhere if there is a worker
+            commands = self._lose(worker_id, "no responders", runs_reached=False)
+            pending = self._pending.get(request_id)
+            if pending is not None and pending.dispatched_to == worker_id:
+                pending.dispatched_to = None
+                if pending.cancelled:
+                    del self._pending[request_id]
+                    commands.append(Ack(request_id))
+            return commands
         if result.state is not None:
             self._fleet.update(result.state, self._clock())
         pending = self._pending.get(request_id)
@@ -290,6 +325,11 @@ class Scheduler:
             del self._pending[request_id]
             log_event(log, "placed", context=pending.trace, request=request_id, worker=worker_id)
             measure.queue_wait.record(self._clock() - pending.arrived, {measure.MODEL: request.model.name})
+            self._placed[request_id] = worker_id
+            if len(self._placed) > PLACED_REMEMBERED:
+                del self._placed[next(iter(self._placed))]
+            if pending.cancelled:
+                return [Ack(request_id), CancelOn(worker_id, request_id)]
             return [Ack(request_id)]
         if pending.cancelled:
             del self._pending[request_id]
@@ -312,8 +352,10 @@ class Scheduler:
         return self._fail(pending, error, "unavailable")
 
     def _load_answered(
-        self, worker_id: str, digest: str, num_ctx: int, result: CommandResult
+        self, worker_id: str, digest: str, num_ctx: int, result: CommandResult, gone: bool
     ) -> list[Command]:
+        if gone:  # its waiters are placed again, elsewhere if there is a worker
+            return self._lose(worker_id, "no responders", runs_reached=False)
         if result.state is not None:
             self._fleet.update(result.state, self._clock())
         if (worker_id, digest, num_ctx) not in self._loads:
@@ -334,15 +376,27 @@ class Scheduler:
                 commands += self._fail(pending, error, "internal")
         return commands
 
+    def _lose(self, worker_id: str, why: str, *, runs_reached: bool = True) -> list[Command]:
+        """Forget a worker that is gone: what waited for its load is placed again. A run out to
+        it that may have reached it fails (it may have started there: never run it twice); one
+        that cannot have (no responders) waits for its own answer and is placed again then."""
+        if not self._fleet.drop(worker_id):
+            return []
+        log_event(log, "worker_lost", level=logging.WARNING, worker=worker_id, reason=why)
+        self._loads = {load for load in self._loads if load[0] != worker_id}
+        commands: list[Command] = []
+        for pending in list(self._pending.values()):
+            if pending.loading_on == worker_id:
+                pending.loading_on = None
+            if pending.dispatched_to == worker_id and runs_reached:
+                del self._pending[pending.request.id]
+                commands += self._fail(pending, f"worker {worker_id} stopped responding", "unavailable")
+        return commands
+
     def _tick(self) -> list[Command]:
         commands: list[Command] = []
-        for worker_id in self._fleet.drop_stale(self._clock(), self._stale_after):
-            log_event(log, "worker_lost", level=logging.WARNING, worker=worker_id)
-            self._loads = {load for load in self._loads if load[0] != worker_id}
-            for pending in list(self._pending.values()):
-                if pending.dispatched_to == worker_id:  # its run may have started there: never run it twice
-                    del self._pending[pending.request.id]
-                    commands += self._fail(pending, f"worker {worker_id} stopped responding", "unavailable")
+        for worker_id in self._fleet.stale(self._clock(), self._stale_after):
+            commands += self._lose(worker_id, "silent")
         if not self._fleet.workers():  # no request waits without a deadline for a worker to appear
             horizon = self._clock() - self._no_worker_wait
             for pending in list(self._pending.values()):
@@ -354,11 +408,12 @@ class Scheduler:
         return commands
 
     def _stopping(self) -> list[Command]:
-        """Hand every waiting request back to the stream for the next scheduler; a run that is
-        out is left to its answer (unacknowledged, it is redelivered if never taken)."""
+        """Hand every waiting request back to the stream for the next leader, and forget every
+        run that is out: unacknowledged, it goes to the next leader too, which asks the workers
+        whether one took it before it places it again (none runs twice)."""
         waiting = [request_id for request_id, p in self._pending.items() if not p.dispatching]
-        for request_id in waiting:
-            del self._pending[request_id]
+        self._pending.clear()
+        self._leading = False
         return [Nak(request_id) for request_id in waiting]
 
     # ---- placement
@@ -366,6 +421,8 @@ class Scheduler:
     def _schedule(self) -> list[Command]:
         """Place each waiting request in arrival order; what cannot be placed keeps waiting."""
         commands: list[Command] = []
+        if not self._leading:
+            return commands
         for pending in list(self._pending.values()):
             if pending.dispatching:
                 continue
@@ -379,6 +436,7 @@ class Scheduler:
                     commands.append(Run(worker_id, request.id, command, pending.trace))
                 case placement.Load(worker_id, evict):
                     self._decided(pending, "load", "model loading")
+                    pending.loading_on = worker_id
                     self._fleet.mark_loading(worker_id, want.digest, want.num_ctx)
                     self._loads.add((worker_id, want.digest, want.num_ctx))
                     log_event(

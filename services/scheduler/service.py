@@ -5,6 +5,10 @@ The shell holds what the core must not: the stream messages (by request id; a re
 keeps the newer handle), the transport and the tasks. Each run, load and unload is a task of
 its own, so a slow load never holds up another dispatch; a request's reply and ack run in
 order in one task.
+
+Only the scheduler holding the lease (`lease.py`) reads the stream and answers questions
+about the queue; a standby keeps its fleet view from heartbeats, ready to take over
+(`takeover.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any, Protocol
@@ -28,13 +33,13 @@ from pydantic import ValidationError
 from services import telemetry
 from services.config import Settings
 from services.protocol import (
+    CancelCommand,
     CommandResult,
     Done,
     Failed,
     GenerationRequest,
     LoadCommand,
     QueueRequest,
-    QueueState,
     RunCommand,
     UnloadCommand,
     WorkerState,
@@ -47,6 +52,7 @@ from services.scheduler.core import (
     Ack,
     Arrived,
     Cancelled,
+    CancelOn,
     Command,
     Event,
     Heartbeat,
@@ -62,7 +68,8 @@ from services.scheduler.core import (
     Tick,
     Unload,
 )
-from services.scheduler.stream import ensure_request_stream
+from services.scheduler.lease import Lease
+from services.scheduler.takeover import ensure_streams, settled, take_over
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.scheduler")
@@ -86,6 +93,7 @@ class Transport(Protocol):
     async def run(self, worker_id: str, command: RunCommand) -> CommandResult: ...
     async def load(self, worker_id: str, command: LoadCommand) -> CommandResult: ...
     async def unload(self, worker_id: str, digest: str) -> CommandResult: ...
+    async def cancel(self, worker_id: str, request_id: str) -> None: ...
     async def reply(self, subject: str, event: Done | Failed) -> None: ...
 
 
@@ -123,6 +131,10 @@ class NatsTransport:
         command = UnloadCommand(digest=digest)
         return await self._call(subjects.worker_unload(worker_id), command, UNLOAD_TIMEOUT)
 
+    async def cancel(self, worker_id: str, request_id: str) -> None:
+        command = CancelCommand(request_id=request_id)
+        await self._broker.connection.publish(subjects.worker_cancel(worker_id), command.encode())
+
     async def reply(self, subject: str, event: Done | Failed) -> None:
         await self._broker.publish(event, subject)
 
@@ -156,11 +168,17 @@ class SchedulerShell:
             self._held[event.request.id] = message  # a redelivery keeps the newer handle
         self._execute(self.core.handle(event))
 
-    async def release_all(self) -> None:
-        """On shutdown: hand every waiting request back to the stream for the next scheduler."""
+    async def step_down(self) -> None:
+        """Stop leading: hand every waiting request back to the stream for the next leader, and
+        let go of every message held (the next leader gets them all)."""
         for command in self.core.handle(Stopping()):
             if isinstance(command, Nak) and (held := self._held.pop(command.request_id, None)):
                 await held.nak()
+        self._held.clear()
+
+    async def release_all(self) -> None:
+        """On shutdown: step down, and stop whatever is still out."""
+        await self.step_down()
         for task in list(self._tasks):
             task.cancel()
 
@@ -174,6 +192,8 @@ class SchedulerShell:
                     self._spawn(self._load(command))
                 case Unload(worker_id, digest):
                     self._spawn(self._transport.unload(worker_id, digest))
+                case CancelOn(worker_id, request_id):
+                    self._spawn(self._transport.cancel(worker_id, request_id))
                 case Reply(request_id, subject, event):
                     in_order.setdefault(request_id, []).append(partial(self._transport.reply, subject, event))
                 case Ack(request_id) | Nak(request_id):
@@ -190,15 +210,19 @@ class SchedulerShell:
             self._spawn(_in_order(steps))
 
     async def _run(self, command: Run) -> None:
+        gone = False
         try:
             with _tracer.start_as_current_span("dispatch", context=command.trace):
                 result = await self._transport.run(command.worker_id, command.command)
+        except nats.errors.NoRespondersError:
+            result, gone = CommandResult(ok=False, error="the worker is gone"), True
         except Exception as exc:  # a worker that does not answer refuses the run
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
-        self.submit(RunAnswered(command.request_id, command.worker_id, result))
+        self.submit(RunAnswered(command.request_id, command.worker_id, result, gone))
 
     async def _load(self, command: Load) -> None:
         worker_id, load = command.worker_id, command.command
+        gone = False
         try:
             for digest in command.evict:
                 await self._transport.unload(worker_id, digest)
@@ -206,9 +230,11 @@ class SchedulerShell:
                 measure.evictions.add(1, {measure.WORKER: worker_id})
             with _tracer.start_as_current_span("load", context=command.trace):
                 result = await self._transport.load(worker_id, load)
+        except nats.errors.NoRespondersError:
+            result, gone = CommandResult(ok=False, error="the worker is gone"), True
         except Exception as exc:
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
-        self.submit(LoadAnswered(worker_id, load.model.digest, load.num_ctx, result))
+        self.submit(LoadAnswered(worker_id, load.model.digest, load.num_ctx, result, gone))
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(coro)
@@ -236,10 +262,6 @@ def register(broker: NatsBroker, settings: Settings) -> SchedulerShell:
     async def on_heartbeat(state: WorkerState) -> None:
         scheduler.submit(Heartbeat(state))
 
-    @broker.subscriber(subjects.SCHEDULER_QUEUE)
-    async def on_queue(question: QueueRequest) -> QueueState:
-        return core.queue(question.client_id)
-
     @broker.subscriber(subjects.CANCEL_ALL)
     async def on_cancel(message: NatsMessage) -> None:
         scheduler.submit(Cancelled(subjects.request_id_of(message.raw_message.subject)))
@@ -247,15 +269,57 @@ def register(broker: NatsBroker, settings: Settings) -> SchedulerShell:
     return scheduler
 
 
+async def lead(broker: NatsBroker, settings: Settings, scheduler: SchedulerShell, lease: Lease) -> None:
+    """Wait for the lease; while it is held, read the request stream and answer questions about
+    the queue; when it is lost, hand everything back and wait for it again."""
+    born = time.monotonic()
+    while True:  # the streams first, whoever leads: the gateway may queue before anyone does
+        try:
+            await ensure_streams(broker.connection.jetstream(), settings.max_queue)
+            break
+        except (nats.errors.Error, TimeoutError) as exc:
+            log_event(log, "streams_unavailable", level=logging.WARNING, error=repr(exc))
+            await asyncio.sleep(settings.heartbeat_interval)
+    while True:
+        await lease.acquire()
+        # A scheduler that has just started learns the fleet first: it asks the workers about
+        # the requests it inherits, and places nothing blind.
+        await asyncio.sleep(max(0.0, born + 1.5 * settings.heartbeat_interval - time.monotonic()))
+        log_event(log, "leading", workers=scheduler.core.workers())
+        answering = await broker.connection.subscribe(
+            subjects.SCHEDULER_QUEUE, cb=partial(_answer_queue, scheduler.core)
+        )
+        reading = asyncio.ensure_future(consume(broker, settings, scheduler))
+        holding = asyncio.ensure_future(lease.hold())
+        try:
+            done, _ = await asyncio.wait({reading, holding}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reading, holding):
+                task.cancel()
+            await asyncio.gather(reading, holding, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await answering.unsubscribe()
+        why = next(iter(done)).exception()
+        log_event(log, "stepped_down", level=logging.WARNING, reason=str(why) or type(why).__name__)
+        await scheduler.step_down()
+        await lease.release()
+
+
+async def _answer_queue(core: Scheduler, message: Msg) -> None:
+    question = QueueRequest.model_validate_json(message.data or b"{}")
+    await message.respond(core.queue(question.client_id).encode())
+
+
 async def consume(broker: NatsBroker, settings: Settings, scheduler: SchedulerShell) -> None:
-    """Pull waiting requests from the stream with the durable consumer; never ack here.
+    """Take the queue over, then pull waiting requests with the durable consumer; never ack
+    here, except an inherited request that must not run (cancelled, or taken already).
 
     A plain nats-py fetch loop rather than a faststream pull subscriber: faststream
     0.7.8 only absorbs nats-py's own TimeoutError, while nats-py 2.15+ can also raise
     asyncio's from fetch, which turned every idle poll into a logged crash and retry.
     """
     js = broker.connection.jetstream()
-    await ensure_request_stream(js, settings.max_queue)
+    inherited_until = await take_over(js, settings.max_queue)
     subscription = await js.pull_subscribe(
         subjects.REQUEST_SUBJECTS,
         durable=subjects.SCHEDULER_DURABLE,
@@ -271,14 +335,23 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: SchedulerSh
                 messages = await subscription.fetch(batch=16, timeout=1.0)
             except (TimeoutError, nats.errors.ConnectionClosedError, ServiceUnavailableError):
                 continue
+            arrived: list[tuple[GenerationRequest, Msg]] = []
             for message in messages:
                 try:
-                    request = GenerationRequest.model_validate_json(message.data)
+                    arrived.append((GenerationRequest.model_validate_json(message.data), message))
                 except ValidationError as exc:
                     log_event(log, "malformed_request", level=logging.ERROR, subject=message.subject)
                     await _refuse(broker, message.data, exc)
                     await message.term()
-                    continue
+            inherited = [r.id for r, m in arrived if m.metadata.sequence.stream <= inherited_until]
+            if inherited:
+                found = await settled(broker.connection, js, inherited, scheduler.core.worker_ids())
+                for request, message in arrived:
+                    if request.id in found:
+                        log_event(log, "inherited_settled", request=request.id, reason=found[request.id])
+                        await _Held(message).ack()
+                arrived = [(r, m) for r, m in arrived if r.id not in found]
+            for request, message in arrived:
                 scheduler.arrived(request, _Held(message), telemetry.extract(message.headers))
     finally:
         # A pull subscription left with a pending fetch holds the broker's drain on stop for

@@ -72,6 +72,7 @@ class Generation:
     reason: DoneReason | None = None
     error: str | None = None
     eval_count: int = 0
+    chunks: int = 0  # reply chunks made so far: they are numbered 1, 2, …
     first_ns: int = 0
     last_ns: int = 0
     _decoder: codecs.IncrementalDecoder = field(
@@ -120,7 +121,9 @@ class Generation:
         logprobs, self._logprobs = self._logprobs, []
         if not (parsed.content or parsed.thinking or parsed.tool_calls or logprobs):
             return None
+        self.chunks += 1
         return Chunk(
+            seq=self.chunks,
             text=parsed.content,
             thinking=parsed.thinking,
             tool_calls=[ToolCall.model_validate(c) for c in parsed.tool_calls] or None,
@@ -132,6 +135,7 @@ class Generation:
         first = self.first_ns or self.last_ns or self.submitted_ns
         return Done(
             done_reason=self.reason,
+            chunks=self.chunks,
             prompt_eval_count=len(self.job.prompt),
             prompt_eval_duration=max(first - self.submitted_ns, 0),
             eval_count=self.eval_count,

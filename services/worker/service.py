@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats import NatsBroker
 
 from services.config import Settings
-from services.protocol import CommandResult, LoadCommand, RunCommand, UnloadCommand, subjects
+from services.protocol import (
+    CancelCommand,
+    CommandResult,
+    LoadCommand,
+    PingRequest,
+    RunCommand,
+    TakenRequest,
+    TakenResult,
+    UnloadCommand,
+    subjects,
+)
 from services.worker import measure
 from services.worker.engines.base import Engine
 from services.worker.worker import Worker
@@ -18,6 +28,10 @@ def select_engine(settings: Settings) -> Engine:
         from services.worker.engines.threads import ThreadGovernor
 
         return LlamaCppEngine(ThreadGovernor(fixed=settings.engine_threads or None))
+    if settings.engine == "simulated":  # scheduler tests at fleet scale and benchmarks only
+        from services.worker.engines.simulated import SimulatedEngine
+
+        return SimulatedEngine(settings.sim_devices, settings.sim_tokens_per_second)
     raise SystemExit(f"corral-worker: CORRAL_ENGINE={settings.engine} is not available in this build")
 
 
@@ -41,11 +55,15 @@ def register(broker: NatsBroker, settings: Settings) -> Worker:
         return await worker.unload(command)
 
     @broker.subscriber(subjects.worker_ping(worker.id))
-    async def on_ping() -> CommandResult:
-        return CommandResult(ok=True)
+    async def on_ping(ping: PingRequest) -> CommandResult:
+        return CommandResult(ok=await worker.running(ping.request_id))
 
-    @broker.subscriber(subjects.CANCEL_ALL)
-    async def on_cancel(message: NatsMessage) -> None:
-        worker.cancel(subjects.request_id_of(message.raw_message.subject))
+    @broker.subscriber(subjects.worker_taken(worker.id))
+    async def on_taken(question: TakenRequest) -> TakenResult:
+        return TakenResult(request_ids=worker.taken(question.request_ids))
+
+    @broker.subscriber(subjects.worker_cancel(worker.id))
+    async def on_cancel(command: CancelCommand) -> None:
+        worker.cancel(command.request_id)
 
     return worker

@@ -41,6 +41,23 @@ from services.worker.residency import Instance, Residency
 from services.worker.stops import StopMatcher
 
 log = logging.getLogger("corral.worker")
+TAKEN_REMEMBERED = 100_000  # request ids a worker remembers having run, so none runs twice
+
+
+class RecentIds:
+    """The last `limit` ids added, for membership tests; the oldest are forgotten first."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._ids: dict[str, None] = {}  # insertion-ordered
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._ids
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        if len(self._ids) > self._limit:
+            del self._ids[next(iter(self._ids))]
 
 
 @dataclass
@@ -72,6 +89,7 @@ class Worker:
         self._outbox = Outbox(publish)
         self._inbox: StepInbox | None = None
         self._running: dict[str, Running] = {}
+        self._taken = RecentIds(TAKEN_REMEMBERED)
         self._seq = 0
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,9 +161,13 @@ class Worker:
 
     async def run(self, command: RunCommand) -> CommandResult:
         request = command.request
+        if request.id in self._taken:  # sent again (a scheduler took over): it runs once
+            log_event(log, "run_again_refused", request=request.id)
+            return CommandResult(ok=True, state=self.state())
         instance = self._residency.get(request.model.digest, command.num_ctx)
         if instance is None or not self._residency.acquire(instance, request.id, request.keep_alive):
             return CommandResult(ok=False, error="no free slot", state=self.state())
+        self._taken.add(request.id)
         running = Running(request, instance)
         self._running[request.id] = running
         self._touch()
@@ -153,6 +175,18 @@ class Worker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return CommandResult(ok=True, state=self.state())
+
+    async def running(self, request_id: str) -> bool:
+        """Whether `request_id` is running here. When it is not, every reply already queued is
+        handed to NATS first, so the asker gets the request's last messages before this answer."""
+        if request_id in self._running:
+            return True
+        await self._outbox.flush()
+        return False
+
+    def taken(self, request_ids: list[str]) -> list[str]:
+        """Which of `request_ids` this worker has run or runs (a new scheduler asks)."""
+        return [request_id for request_id in request_ids if request_id in self._taken]
 
     def cancel(self, request_id: str) -> None:
         self._residency.cancelled(request_id)

@@ -109,6 +109,12 @@ def test_python_commands_are_the_four_service_entry_points(
     assert set(modules.values()) == ENTRY_POINTS
 
 
+def test_a_standby_scheduler_runs_beside_the_leader(services: dict[str, dict[str, Any]]) -> None:
+    """Two schedulers, identical but for their names: the lease decides which one leads."""
+    schedulers = [s for s in services.values() if _python_module(s) == "services.scheduler"]
+    assert len(schedulers) == 2 and schedulers[0] == schedulers[1]
+
+
 def test_a_worker_host_runs_a_worker_and_nothing_else_of_corral(worker_compose: dict[str, Any]) -> None:
     modules = {name: m for name, s in worker_compose["services"].items() if (m := _python_module(s))}
     assert modules == {"worker": "services.worker"}

@@ -160,7 +160,7 @@ def test_quantized_kv_cache_needs_flash_attention(env: dict[str, str], ok: bool)
             load_settings(env)
 
 
-@pytest.mark.parametrize("engine", ["exllamav2", "exllamav3", "simulated"])
+@pytest.mark.parametrize("engine", ["exllamav2", "exllamav3"])
 def test_an_engine_this_build_lacks_is_refused_at_start_up(engine: str) -> None:
     with pytest.raises(ConfigError, match="CORRAL_ENGINE"):
         load_settings({"CORRAL_ENGINE": engine})

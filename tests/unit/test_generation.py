@@ -46,6 +46,18 @@ def test_text_statistics_and_context() -> None:
     assert done.context == [100, 101, 102, 1, 2, 3, 4]
 
 
+def test_chunks_are_numbered_and_done_counts_them() -> None:
+    g = generation()
+    g.take(step(2, 1))
+    first = g.chunk()
+    g.take(step(3, 5))  # half a character: no chunk, no number used
+    assert g.chunk() is None
+    g.take(step(4, 6, 7, finish="stop"))
+    second = g.chunk()
+    assert first is not None and second is not None
+    assert (first.seq, second.seq, g.done().chunks) == (1, 2, 2)
+
+
 def test_a_character_split_over_tokens_comes_out_whole() -> None:
     g = generation()
     g.take(step(2, 5))

@@ -34,6 +34,7 @@ from services.scheduler.core import (
     Ack,
     Arrived,
     Cancelled,
+    CancelOn,
     Command,
     Event,
     Heartbeat,
@@ -164,6 +165,14 @@ def loaded(
     return LoadAnswered(worker, digest, num_ctx, CommandResult(ok=error is None, error=error, state=after))
 
 
+def gone_run(rid: str, worker: str) -> RunAnswered:
+    return RunAnswered(rid, worker, CommandResult(ok=False, error="the worker is gone"), gone=True)
+
+
+def gone_load(worker: str, digest: str = A, num_ctx: int = CONTEXT) -> LoadAnswered:
+    return LoadAnswered(worker, digest, num_ctx, CommandResult(ok=False, error="gone"), gone=True)
+
+
 def cancel(rid: str) -> Cancelled:
     return Cancelled(rid)
 
@@ -250,7 +259,7 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         [
             (beat("w1"), []),
             (arrive("r1"), [load("w1", "r1")]),
-            (cancel("r1"), [Ack("r1")]),
+            (cancel("r1"), [Ack("r1"), CancelOn("w1", "r1")]),  # the load need not wait for it
             (loaded("w1", after=state("w1", res(A))), []),
         ],
         0,
@@ -261,7 +270,18 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
             (beat("w1", res(A)), []),
             (arrive("r1"), [run("w1", "r1")]),
             (cancel("r1"), []),
+            (ran("r1"), [Ack("r1"), CancelOn("w1", "r1")]),
+        ],
+        0,
+    ),
+    (
+        "cancel-after-placement-goes-to-the-worker-that-has-it-only",
+        [
+            (beat("w1", res(A)), []),
+            (beat("w2", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
             (ran("r1"), [Ack("r1")]),
+            (cancel("r1"), [CancelOn("w1", "r1")]),
         ],
         0,
     ),
@@ -276,6 +296,36 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         0,
     ),
     ("cancel-of-unknown-request", [(cancel("r9"), [])], 0),
+    (
+        "a-run-that-finds-nobody-goes-to-another-worker-not-counted-as-refused",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (beat("w2", res(A)), []),
+            (gone_run("r1", "w1"), [run("w2", "r1")]),
+        ],
+        1,
+    ),
+    (
+        "a-run-that-finds-nobody-waits-for-a-worker",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (gone_run("r1", "w1"), []),
+            (beat("w1", res(A)), [run("w1", "r1")]),  # back (a restarted process)
+        ],
+        1,
+    ),
+    (
+        "a-load-that-finds-nobody-is-made-elsewhere",
+        [
+            (beat("w1"), []),
+            (arrive("r1"), [load("w1", "r1")]),
+            (beat("w2"), []),
+            (gone_load("w1"), [load("w2", "r1")]),
+        ],
+        1,
+    ),
     (
         "load-failure-fails-exactly-its-waiters",
         [
@@ -436,6 +486,26 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
             (arrive("r2"), []),
             (arrive("r3"), []),
             (Stopping(), [Nak("r2"), Nak("r3")]),
+        ],
+        0,  # the run that was out is forgotten: the next leader asks the workers about it
+    ),
+    (
+        "after-stopping-a-refused-run-is-not-placed-again",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (Stopping(), []),
+            (ran("r1", error="no free slot"), []),
+            (Tick(), []),
+        ],
+        0,
+    ),
+    (
+        "leading-again-places-what-arrives",
+        [
+            (beat("w1", res(A)), []),
+            (Stopping(), []),
+            (arrive("r1"), [run("w1", "r1")]),
         ],
         1,
     ),
