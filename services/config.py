@@ -259,6 +259,8 @@ class Settings:
     context_length: int = _env("OLLAMA_CONTEXT_LENGTH", _uint(low=1), 2048)
     flash_attention: bool | None = _env("OLLAMA_FLASH_ATTENTION", _bool, None)
     kv_cache_type: str = _env("OLLAMA_KV_CACHE_TYPE", _choice(KV_CACHE_TYPES), "")
+    gpu_overhead: int = _env("OLLAMA_GPU_OVERHEAD", _uint(), 0)  # bytes of every GPU left alone
+    sched_spread: bool = _env("OLLAMA_SCHED_SPREAD", _bool, False)  # always use every GPU
     origins: tuple[str, ...] = _env("OLLAMA_ORIGINS", _origins, DEFAULT_ORIGINS)
     load_timeout: float = _env("OLLAMA_LOAD_TIMEOUT", _duration, 300.0)  # 0 or negative: no limit
     debug: bool = _env("OLLAMA_DEBUG", _bool, False)
@@ -296,6 +298,12 @@ class Settings:
         after OLLAMA_MODELS (a catalog indexes one store: two stores never share a file)."""
         store = hashlib.sha256(str(self.models.resolve()).encode()).hexdigest()[:12]
         return self.catalog or f"sqlite:///{self.data_dir / f'catalog-{store}.db'}"
+
+    @property
+    def kv_cache(self) -> str:
+        """The KV cache type in effect: OLLAMA_KV_CACHE_TYPE with flash attention (which a
+        quantized cache needs), else f16 ("")."""
+        return self.kv_cache_type if self.flash_attention else ""
 
     @property
     def load_deadline(self) -> float:

@@ -139,6 +139,18 @@ class ModelDetails(Message):
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
+class ModelShape(Message):
+    """What a memory estimate needs from a model's own metadata (GGUF): layers and attention.
+    Head counts are the largest over the layers where they vary; lengths are per head."""
+
+    block_count: int
+    head_count: int
+    head_count_kv: int
+    key_length: int
+    value_length: int
+    embedding_length: int
+
+
 class ModelRef(Message):
     """A model as resolved by the registry: the name the client used, the weights it means,
     and what its manifest says about rendering prompts for it."""
@@ -155,6 +167,7 @@ class ModelRef(Message):
     capabilities: list[Capability] = Field(default_factory=list)
     context_length: int | None = None  # tokens it was trained on; num_ctx never exceeds it
     messages: list[ChatMessage] = Field(default_factory=list)  # messages layer: put before a chat's
+    shape: ModelShape | None = None  # from the GGUF, for the memory estimate; None: not known
 
 
 Think = bool | Literal["low", "medium", "high", "max"]
@@ -280,6 +293,7 @@ class ResidentModel(Message):
     loading: bool = False
     keep_alive: float
     expires_at: float | None = None  # None while busy or loading, or when kept forever
+    placement: dict[str, int] = Field(default_factory=dict)  # bytes held on each device ("cuda:0": …)
 
 
 class WorkerState(Message):
@@ -306,6 +320,9 @@ class LoadCommand(Message):
     slots: int
     keep_alive: float | None = None
     request_id: str = ""  # the request it is loaded for: its keep_alive waits for that request
+    # Bytes planned on each of the worker's devices ("cpu", "cuda:0", …), as placement split the
+    # estimate; empty: the worker decides alone.
+    split: dict[str, int] = Field(default_factory=dict)
 
 
 class UnloadCommand(Message):

@@ -19,6 +19,7 @@ from services.protocol import (
     ChatMessage,
     ModelDetails,
     ModelRef,
+    ModelShape,
     Options,
     ResolveResult,
     ShowResult,
@@ -72,6 +73,34 @@ def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
         capabilities=capabilities(metadata, template, PROJECTOR_MEDIA_TYPE in found.layers),
         context_length=trained if isinstance(trained, int) and trained > 0 else None,
         messages=_messages(found.text_layer(store, MESSAGES_MEDIA_TYPE)),
+        shape=model_shape(metadata),
+    )
+
+
+def model_shape(metadata: dict[str, Any]) -> ModelShape | None:
+    """The layers and attention of a GGUF model, as Ollama's estimator reads them: head counts
+    may be one number or one per layer (the largest counts); key and value lengths default to
+    embedding_length / head_count. None when the metadata lacks them (not a transformer GGUF)."""
+    arch = metadata.get("general.architecture")
+
+    def number(key: str) -> int:
+        value = metadata.get(f"{arch}.{key}")
+        if isinstance(value, list):
+            value = max((v for v in value if isinstance(v, int)), default=0)
+        return value if isinstance(value, int) and not isinstance(value, SkippedArray) else 0
+
+    layers, heads = number("block_count"), number("attention.head_count")
+    embedding = number("embedding_length")
+    if not (layers and heads and embedding):
+        return None
+    per_head = embedding // heads
+    return ModelShape(
+        block_count=layers,
+        head_count=heads,
+        head_count_kv=number("attention.head_count_kv") or heads,
+        key_length=number("attention.key_length") or per_head,
+        value_length=number("attention.value_length") or per_head,
+        embedding_length=embedding,
     )
 
 

@@ -35,9 +35,9 @@ from services.protocol import (
     WorkerState,
 )
 from services.protocol.messages import ErrorCode
-from services.scheduler import measure, placement
+from services.scheduler import measure, memory, placement
 from services.scheduler.fleet import Fleet
-from services.scheduler.placement import Want, place
+from services.scheduler.placement import Policy, Want, place
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.scheduler")
@@ -166,6 +166,7 @@ class Pending:
     arrived: float = 0.0  # the scheduler's clock
     reason: str = ""  # why it waits, as placement last said ("" before its first placement)
     dispatched_to: str | None = None  # the worker its run command is out to, until it answers
+    dispatched_ctx: int = 0  # the num_ctx of the instance it went to (its own, or larger)
     loading_on: str | None = None  # the worker that loads its model because of it
     cancelled: bool = False  # cancelled while its run was out: the answer decides
     refusals: int = 0
@@ -186,6 +187,8 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         max_refusals: int = MAX_REFUSALS,
         no_worker_wait: float = NO_WORKER_WAIT,
+        kv_cache_type: str = "",
+        policy: Policy | None = None,
     ) -> None:
         self._num_parallel = num_parallel
         self._context_length = context_length
@@ -193,7 +196,9 @@ class Scheduler:
         self._clock = clock
         self._max_refusals = max_refusals
         self._no_worker_wait = no_worker_wait
-        self._fleet = Fleet(max_loaded)
+        self._kv_cache_type = kv_cache_type  # OLLAMA_KV_CACHE_TYPE: the KV cache's bytes per element
+        self._policy = policy or Policy()
+        self._fleet = Fleet(max_loaded, self._policy)
         self._pending: dict[str, Pending] = {}  # in arrival order
         self._loads: set[tuple[str, str, int]] = set()  # (worker, digest, num_ctx) out to workers
         self._leading = True  # False after Stopping: answers are taken in, nothing is placed
@@ -227,7 +232,7 @@ class Scheduler:
     def want(self, request: GenerationRequest) -> Want:
         """The instance a request needs. The one place num_ctx is decided (the request's, else
         the model's parameter, else OLLAMA_CONTEXT_LENGTH; at most the model's trained
-        context) and OLLAMA_NUM_PARALLEL applied."""
+        context), OLLAMA_NUM_PARALLEL applied and its memory estimated."""
         model = request.model
         num_ctx = (
             request.options.num_ctx
@@ -236,7 +241,10 @@ class Scheduler:
         )
         if model.context_length:  # as Ollama: never more than the model was trained on
             num_ctx = min(num_ctx, model.context_length)
-        return Want(model.digest, num_ctx, model.size, self._num_parallel)
+        slots = self._num_parallel
+        need = memory.estimate(model.size, model.shape, num_ctx, slots, self._kv_cache_type).total
+        automatic = request.options.num_ctx is None and not (model.parameters and model.parameters.num_ctx)
+        return Want(model.digest, num_ctx, need, slots, exact=not automatic)
 
     def waiting_by(self) -> Counter[tuple[str, str]]:
         """How many requests wait, by model name and reason."""
@@ -319,7 +327,7 @@ class Scheduler:
         if pending is None or pending.dispatched_to != worker_id:
             return []  # its worker was dropped meanwhile (with the reservation), and the request failed
         pending.dispatched_to = None
-        self._fleet.release_slot(worker_id, pending.want.digest, pending.want.num_ctx)
+        self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
         request = pending.request
         if result.ok:
             del self._pending[request_id]
@@ -427,17 +435,17 @@ class Scheduler:
             if pending.dispatching:
                 continue
             request, want = pending.request, pending.want
-            match place(self._fleet.workers(), want):
-                case placement.Dispatch(worker_id):
-                    pending.dispatched_to = worker_id
+            match place(self._fleet.workers(), want, self._policy):
+                case placement.Dispatch(worker_id, num_ctx):
+                    pending.dispatched_to, pending.dispatched_ctx = worker_id, num_ctx
                     self._decided(pending, "dispatch")
-                    self._fleet.reserve_slot(worker_id, want.digest, want.num_ctx)
-                    command = RunCommand(request=request, num_ctx=want.num_ctx)
+                    self._fleet.reserve_slot(worker_id, want.digest, num_ctx)
+                    command = RunCommand(request=request, num_ctx=num_ctx)
                     commands.append(Run(worker_id, request.id, command, pending.trace))
-                case placement.Load(worker_id, evict):
+                case placement.Load(worker_id, evict, split):
                     self._decided(pending, "load", "model loading")
                     pending.loading_on = worker_id
-                    self._fleet.mark_loading(worker_id, want.digest, want.num_ctx)
+                    self._fleet.mark_loading(worker_id, want.digest, want.num_ctx, split)
                     self._loads.add((worker_id, want.digest, want.num_ctx))
                     log_event(
                         log,
@@ -453,6 +461,7 @@ class Scheduler:
                         slots=want.slots,
                         keep_alive=request.keep_alive,
                         request_id=request.id,
+                        split=dict(split),
                     )
                     commands.append(Load(worker_id, load, evict, pending.trace))
                 case placement.Wait(reason):

@@ -17,22 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.protocol import ResidentModel, WorkerState
-from services.scheduler.placement import Instance, Worker
+from services.scheduler.placement import Instance, Policy, Room, Split, Worker
 
 
 @dataclass
 class _Entry:
     state: WorkerState
     seen_at: float
-    pending_loads: set[tuple[str, int]] = field(default_factory=set)
+    pending_loads: dict[tuple[str, int], Split] = field(default_factory=dict)  # -> planned bytes
     reserved: dict[tuple[str, int], int] = field(default_factory=dict)
     view: Worker | None = None  # what placement sees of it; None after a change
 
 
 class Fleet:
-    def __init__(self, max_loaded: Callable[[int], int]) -> None:
-        """`max_loaded(gpu_count)`: how many instances a worker with that many GPUs may hold."""
+    def __init__(self, max_loaded: Callable[[int], int], policy: Policy | None = None) -> None:
+        """`max_loaded(gpu_count)`: how many instances a worker with that many GPUs may hold;
+        `policy`: what room a GPU has."""
         self._max_loaded = max_loaded
+        self._policy = policy or Policy()
         self._workers: dict[str, _Entry] = {}
         self._view: list[Worker] | None = None  # every worker's view; None after any change
 
@@ -46,8 +48,8 @@ class Fleet:
             self._view = None
             return True
         entry.state, entry.seen_at = state, now
-        resident = {(m.digest, m.num_ctx) for m in state.resident}
-        entry.pending_loads -= resident
+        for model in state.resident:
+            entry.pending_loads.pop((model.digest, model.num_ctx), None)
         self._changed(entry)
         return True
 
@@ -73,15 +75,16 @@ class Fleet:
             entry.reserved[key] -= 1
             self._changed(entry)
 
-    def mark_loading(self, worker_id: str, digest: str, num_ctx: int) -> None:
+    def mark_loading(self, worker_id: str, digest: str, num_ctx: int, split: Split = ()) -> None:
+        """A load is out: its instance counts, and its bytes are taken, until a heartbeat shows it."""
         entry = self._workers[worker_id]
-        entry.pending_loads.add((digest, num_ctx))
+        entry.pending_loads[(digest, num_ctx)] = split
         self._changed(entry)
 
     def load_finished(self, worker_id: str, digest: str, num_ctx: int) -> None:
         entry = self._workers.get(worker_id)
         if entry:
-            entry.pending_loads.discard((digest, num_ctx))
+            entry.pending_loads.pop((digest, num_ctx), None)
             self._changed(entry)
 
     def workers(self) -> list[Worker]:
@@ -104,16 +107,20 @@ class Fleet:
         state = entry.state
         instances = [self._instance(m, entry.reserved) for m in state.resident]
         known = {(m.digest, m.num_ctx) for m in state.resident}
-        instances += [
-            Instance(digest, num_ctx, slots=1, busy=0, loading=True, size=0)
-            for digest, num_ctx in entry.pending_loads - known
-        ]
+        free = {d.id: d.free_memory for d in state.devices}
+        for (digest, num_ctx), split in entry.pending_loads.items():
+            if (digest, num_ctx) in known:
+                continue
+            instances.append(Instance(digest, num_ctx, slots=1, busy=0, loading=True, size=0))
+            for device, size in split:
+                free[device] = max(0, free.get(device, 0) - size)
         gpus = sum(1 for d in state.devices if d.kind == "cuda")
-        return Worker(
-            id=state.worker_id,
-            free_memory=sum(d.free_memory for d in state.devices),
+        return Worker.of(
+            state.worker_id,
+            devices=tuple(Room(device, size) for device, size in free.items()),
             instances=tuple(instances),
             max_loaded=self._max_loaded(gpus),
+            policy=self._policy,
         )
 
     @staticmethod
@@ -125,5 +132,6 @@ class Fleet:
             busy=min(m.slots, m.busy + reserved.get((m.digest, m.num_ctx), 0)),
             loading=m.loading,
             size=m.size,
-            expires_at=m.expires_at,
+            keep_alive=m.keep_alive,
+            placement=tuple(m.placement.items()),
         )

@@ -1,24 +1,52 @@
 """Where a request runs: a pure function of the fleet view and the request.
 
-Rules, in order (as Ollama's `processPending`, spread over many workers):
+Rules, in order (Ollama's `processPending` and its GPU choice, spread over many workers):
 
-1. A resident instance of the model (same weights, same `num_ctx`) with a free
-   slot takes the request; the worker with the most free slots wins.
-2. If such an instance exists but is busy or still loading, the request waits
-   for it rather than loading a second copy.
-3. Otherwise a worker loads the model: the one with the most free memory among
-   those where it fits and the loaded-model limit allows another.
-4. If none fits, a worker whose idle instances can be evicted to make room
-   loads it after evicting them, least recently used first.
+1. A resident instance of the model (same weights and `num_ctx`; or, when the request's
+   context is the automatic one, not asked for by the request or the model, any larger
+   context: Ollama ignores an automatic num_ctx when it compares, and a larger context
+   serving it saves the reload of its open #9977) with a free slot takes the request: the
+   smallest such context first, then the most free slots, then the worker id.
+2. If such an instance exists but is busy or still loading, the request waits for it rather
+   than loading a second copy.
+3. Otherwise a worker loads the model where it fits (`fit`): on one GPU when it fits on one
+   (the one with the most room), else over the fewest GPUs of the worker, largest first (all
+   of them with OLLAMA_SCHED_SPREAD); partly in system memory only on a worker with nothing
+   else loaded (Ollama's rule: a partial offload for the first model only), and wholly in
+   system memory on a worker without GPUs. Among the workers where it fits (and the loaded-
+   model limit allows one more), the one that puts the least on its CPU wins, then the most
+   free memory, then the id.
+4. If it fits nowhere, a worker whose idle instances can be unloaded to make room loads it
+   after unloading them in Ollama's order (shortest keep_alive first, kept-forever last, then
+   by digest); the fewest unloads win.
 5. Otherwise the request waits.
+
+A GPU's room is its free memory less OLLAMA_GPU_OVERHEAD and the 457 MiB CUDA keeps for
+itself (Ollama's MinimumMemory). A load carries its split: the bytes planned on each device.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-KV_BYTES_PER_TOKEN_FLOOR = 16 * 1024
+CPU = "cpu"
+GPU_RESERVE = 457 * 1024 * 1024  # bytes of every GPU that CUDA itself needs (Ollama's MinimumMemory)
+
+Split = tuple[tuple[str, int], ...]  # (device, bytes) for each device a load uses
+
+
+@dataclass(frozen=True)
+class Room:
+    """One device of a worker ("cpu", "cuda:0", …) and the bytes free on it."""
+
+    device: str
+    free: int
+
+    @property
+    def gpu(self) -> bool:
+        return self.device != CPU
 
 
 @dataclass(frozen=True)
@@ -31,7 +59,8 @@ class Instance:
     busy: int
     loading: bool
     size: int
-    expires_at: float | None = None
+    keep_alive: float = 0.0  # seconds; negative: kept forever
+    placement: Split = ()  # the bytes it holds on each device (empty: all in system memory)
 
     @property
     def free_slots(self) -> int:
@@ -43,32 +72,64 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Policy:
+    gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD: bytes of each GPU left alone
+    spread: bool = False  # OLLAMA_SCHED_SPREAD: always use every GPU of the worker
+
+    def gpu_room(self, free: int) -> int:
+        """What a GPU with `free` bytes free can take."""
+        return max(0, free - self.gpu_overhead - GPU_RESERVE)
+
+
+@dataclass(frozen=True)
 class Worker:
+    """A worker as placement sees it; build it with `Worker.of` (the sums are worked out once)."""
+
     id: str
-    free_memory: int
-    instances: tuple[Instance, ...] = ()
-    max_loaded: int = 3
+    devices: tuple[Room, ...]
+    instances: tuple[Instance, ...]
+    max_loaded: int
+    free_memory: int  # over every device
+    gpu_room: int  # what its GPUs together can take
+
+    @classmethod
+    def of(
+        cls,
+        worker_id: str,
+        devices: tuple[Room, ...],
+        instances: tuple[Instance, ...] = (),
+        max_loaded: int = 3,
+        policy: Policy | None = None,
+    ) -> Worker:
+        rule = policy or Policy()
+        free = sum(room.free for room in devices)
+        room = sum(rule.gpu_room(d.free) for d in devices if d.gpu)
+        return cls(worker_id, devices, instances, max_loaded, free, room)
 
 
 @dataclass(frozen=True)
 class Want:
-    """What a request needs: these weights, with this context size, in `slots` parallel slots."""
+    """What a request needs: these weights, at least this context per slot, in `slots` parallel
+    slots, which take `need` bytes (see `memory.estimate`)."""
 
     digest: str
     num_ctx: int
-    size: int
+    need: int
     slots: int = 1
+    exact: bool = True  # False: num_ctx is the automatic default, and a larger one serves too
 
 
 @dataclass(frozen=True)
 class Dispatch:
     worker_id: str
+    num_ctx: int  # of the instance that takes it (the request's, or larger)
 
 
 @dataclass(frozen=True)
 class Load:
     worker_id: str
     evict: tuple[str, ...] = ()  # digests to unload first
+    split: Split = ()
 
 
 @dataclass(frozen=True)
@@ -79,51 +140,101 @@ class Wait:
 Decision = Dispatch | Load | Wait
 
 
-def estimate_memory(size: int, num_ctx: int, slots: int) -> int:
-    """Bytes a model needs resident: weights, plus a KV cache per slot.
-
-    A coarse bound until GGUF metadata feeds the estimate: KV bytes per token are
-    taken as proportional to the weights (about right for llama-shaped models),
-    with a floor so tiny models are not underestimated.
-    """
-    kv_per_token = max(KV_BYTES_PER_TOKEN_FLOOR, size // 40_000)
-    return size + size // 10 + slots * num_ctx * kv_per_token
-
-
-def place(workers: Sequence[Worker], want: Want) -> Decision:
-    matching = [(w, i) for w in workers for i in w.instances if _same_model(i, want)]
+def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> Decision:
+    matching = [(w, i) for w in workers for i in w.instances if _serves(i, want)]
     free = [(w, i) for w, i in matching if i.free_slots > 0]
     if free:
-        worker, _ = min(free, key=lambda wi: (-wi[1].free_slots, wi[0].id))
-        return Dispatch(worker.id)
+        worker, instance = min(free, key=lambda wi: (wi[1].num_ctx, -wi[1].free_slots, wi[0].id))
+        return Dispatch(worker.id, instance.num_ctx)
     if matching:
         loading = any(i.loading for _, i in matching)
         return Wait("model loading" if loading else "all slots busy")
-    need = estimate_memory(want.size, want.num_ctx, want.slots)
-    fits = [w for w in workers if w.free_memory >= need and len(w.instances) < w.max_loaded]
+    room = [w for w in workers if len(w.instances) < w.max_loaded and w.free_memory >= want.need]
+    on_gpus = [w for w in room if w.gpu_room >= want.need]  # `gpu_room` was worked out by `policy`
+    if on_gpus:  # wholly on GPUs: the roomiest such worker wins (nothing goes to its CPU)
+        worker = min(on_gpus, key=lambda w: (-w.free_memory, w.id))
+        if (split := fit(worker.devices, want.need, policy, partial=False)) is not None:
+            return Load(worker.id, (), split)
+    fits = [
+        (split, w)
+        for w in room
+        if (split := fit(w.devices, want.need, policy, partial=not w.instances)) is not None
+    ]
     if fits:
-        return Load(min(fits, key=lambda w: (-w.free_memory, w.id)).id)
-    evictions = [(w, ev) for w in workers if (ev := _evictions_to_fit(w, need)) is not None]
+        split, worker = min(fits, key=lambda sw: (_on_cpu(sw[0]), -sw[1].free_memory, sw[1].id))
+        return Load(worker.id, (), split)
+    evictions = [
+        (w, found) for w in workers if (found := _evictions_to_fit(w, want.need, policy)) is not None
+    ]
     if evictions:
-        worker, evict = min(evictions, key=lambda we: (len(we[1]), -we[0].free_memory, we[0].id))
-        return Load(worker.id, evict)
+        worker, (evict, split) = min(
+            evictions, key=lambda we: (len(we[1][0]), _on_cpu(we[1][1]), -we[0].free_memory, we[0].id)
+        )
+        return Load(worker.id, evict, split)
     return Wait("no worker has room")
 
 
-def _same_model(instance: Instance, want: Want) -> bool:
-    return instance.digest == want.digest and instance.num_ctx == want.num_ctx
+def fit(devices: Sequence[Room], need: int, policy: Policy, *, partial: bool) -> Split | None:
+    """Where `need` bytes go on these devices (see the module's rule 3), or None."""
+    gpus = sorted((d for d in devices if d.gpu), key=lambda d: (-d.free, d.device))
+    ram = sum(d.free for d in devices if not d.gpu)
+    if not gpus:
+        return ((CPU, need),) if ram >= need else None
+    room = {d.device: policy.gpu_room(d.free) for d in gpus}
+    for count in [len(gpus)] if policy.spread else range(1, len(gpus) + 1):
+        chosen = [d.device for d in gpus[:count]]
+        if chosen and sum(room[c] for c in chosen) >= need:
+            return _share(need, chosen, room)
+    if gpus and not partial:
+        return None
+    on_gpus = min(need, sum(room.values()))
+    if need - on_gpus > ram:
+        return None
+    used = [d.device for d in gpus if room[d.device] > 0]
+    split = _share(on_gpus, used, room) if on_gpus else ()
+    return split + (((CPU, need - on_gpus),) if need > on_gpus else ())
 
 
-def _evictions_to_fit(worker: Worker, need: int) -> tuple[str, ...] | None:
-    """Idle instances to unload, least recently used first, until `need` fits; None if never."""
-    idle = sorted((i for i in worker.instances if i.idle), key=lambda i: i.expires_at or 0.0)
-    free, count, evict = worker.free_memory, len(worker.instances), []
-    for instance in idle:
-        if free >= need and count < worker.max_loaded:
-            break
+def processor(split: Split) -> tuple[int, int]:
+    """(bytes in system memory, bytes on GPUs) of a split."""
+    cpu = _on_cpu(split)
+    return cpu, sum(size for _, size in split) - cpu
+
+
+def _share(need: int, chosen: Sequence[str], room: dict[str, int]) -> Split:
+    """`need` bytes over `chosen` in proportion to their room (the remainder on the first)."""
+    total = sum(room[c] for c in chosen)
+    parts = [need * room[c] // total for c in chosen]
+    parts[0] += need - sum(parts)
+    return tuple(zip(chosen, parts, strict=True))
+
+
+def _on_cpu(split: Split) -> int:
+    return sum(size for device, size in split if device == CPU)
+
+
+def _serves(instance: Instance, want: Want) -> bool:
+    if instance.digest != want.digest:
+        return False
+    return instance.num_ctx == want.num_ctx or (not want.exact and instance.num_ctx > want.num_ctx)
+
+
+def _eviction_order(instance: Instance) -> tuple[float, str]:
+    """Ollama's ByDurationAndName: shortest keep_alive first, kept forever last, then by digest."""
+    return (math.inf if instance.keep_alive < 0 else instance.keep_alive, instance.digest)
+
+
+def _evictions_to_fit(worker: Worker, need: int, policy: Policy) -> tuple[tuple[str, ...], Split] | None:
+    """Idle instances to unload, in Ollama's order, until `need` fits, and the split then; None
+    if it never does."""
+    free = {room.device: room.free for room in worker.devices}
+    count, evict = len(worker.instances), []
+    for instance in sorted((i for i in worker.instances if i.idle), key=_eviction_order):
         evict.append(instance.digest)
-        free += instance.size
+        for device, size in instance.placement or ((CPU, instance.size),):
+            free[device] = free.get(device, 0) + size
         count -= 1
-    if free >= need and count < worker.max_loaded and evict:
-        return tuple(evict)
+        rooms = tuple(Room(device, size) for device, size in free.items())
+        if count < worker.max_loaded and (split := fit(rooms, need, policy, partial=count == 0)) is not None:
+            return tuple(evict), split
     return None

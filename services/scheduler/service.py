@@ -69,6 +69,8 @@ from services.scheduler.core import (
     Unload,
 )
 from services.scheduler.lease import Lease
+from services.scheduler.placement import Policy
+from services.scheduler.stream import sweep_acknowledged
 from services.scheduler.takeover import ensure_streams, settled, take_over
 from services.telemetry import log_event
 
@@ -76,6 +78,7 @@ log = logging.getLogger("corral.scheduler")
 _tracer = otel_trace.get_tracer("corral.scheduler")
 
 RUN_TIMEOUT = 10.0
+SWEEP_EVERY = 10.0  # seconds between sweeps of acknowledged messages the stream kept (`stream.py`)
 UNLOAD_TIMEOUT = 10.0
 
 
@@ -254,6 +257,8 @@ def register(broker: NatsBroker, settings: Settings) -> SchedulerShell:
         context_length=settings.context_length,
         stale_after=settings.stale_after,
         no_worker_wait=settings.load_deadline,
+        kv_cache_type=settings.kv_cache,
+        policy=Policy(gpu_overhead=settings.gpu_overhead, spread=settings.sched_spread),
     )
     scheduler = SchedulerShell(core, NatsTransport(broker, settings.load_deadline))
     measure.observe(core.waiting_by, core.workers)
@@ -329,8 +334,13 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: SchedulerSh
             max_ack_pending=max(1000, 2 * settings.max_queue),
         ),
     )
+    swept_at = time.monotonic()
     try:
         while True:
+            if time.monotonic() - swept_at > SWEEP_EVERY:
+                swept_at = time.monotonic()
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await sweep_acknowledged(js)
             try:
                 messages = await subscription.fetch(batch=16, timeout=1.0)
             except (TimeoutError, nats.errors.ConnectionClosedError, ServiceUnavailableError):

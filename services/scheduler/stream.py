@@ -4,6 +4,12 @@ Its size is OLLAMA_MAX_QUEUE: a full stream refuses the gateway's publish, which
 becomes HTTP 503. A stream that already exists with another size (the setting
 changed between runs, or another scheduler disagrees) is resized to this
 scheduler's setting, and the change is logged with both sizes.
+
+`sweep_acknowledged` works around nats-server 2.9: a work-queue message acknowledged
+around a server restart can stay in the stream though the consumer counts it acknowledged
+(its ack floor is past it, nothing pending), taking a place of the queue for ever. Every
+message at or below the one consumer's ack floor is acknowledged, so purging up to it
+removes only those (2.10 and later remove them themselves: the sweep then finds nothing).
 """
 
 from __future__ import annotations
@@ -52,3 +58,18 @@ async def ensure_request_stream(js: JetStreamContext, max_queue: int) -> None:
         )
         info.config.max_msgs = max_queue
         await js.update_stream(info.config)
+
+
+async def sweep_acknowledged(js: JetStreamContext) -> int:
+    """Purge messages the scheduler's consumer has acknowledged but the stream kept; how many."""
+    info = await js.stream_info(subjects.REQUEST_STREAM)
+    consumer = await js.consumer_info(subjects.REQUEST_STREAM, subjects.SCHEDULER_DURABLE)
+    floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+    first = info.state.first_seq
+    if not info.state.messages or not floor or first > floor:
+        return 0
+    await js.purge_stream(subjects.REQUEST_STREAM, seq=floor + 1)  # removes every message below
+    after = await js.stream_info(subjects.REQUEST_STREAM)
+    swept = info.state.messages - after.state.messages
+    log_event(log, "swept_acknowledged", level=logging.WARNING, messages=swept, below=floor + 1)
+    return swept

@@ -51,6 +51,7 @@ class Instance:
             num_ctx=self.num_ctx,
             size=loaded.size if loaded else self.model.size,
             size_vram=loaded.size_vram if loaded else 0,
+            placement=dict(loaded.placement) if loaded else {},
             slots=self.slots,
             busy=self.busy,
             loading=loaded is None,

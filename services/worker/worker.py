@@ -134,6 +134,7 @@ class Worker:
             slots=command.slots,
             flash_attention=self._settings.flash_attention,
             kv_cache_type=self._settings.kv_cache_type,
+            split=command.split,
         )
         log_event(log, "loading", model=command.model.name, num_ctx=command.num_ctx, slots=command.slots)
         started = time.perf_counter()

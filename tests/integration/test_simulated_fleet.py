@@ -12,6 +12,7 @@ import httpx
 import nats
 import pytest
 
+from corral.tables import processor
 from services.protocol import WorkerState, subjects
 from services.worker.engines.simulated import ANSWER_TOKENS
 from services.worker.engines.simulated_vocab import WORD_TEXT
@@ -51,18 +52,23 @@ def test_a_streamed_chat_ends_when_the_simulated_answer_does(simulated: Stack) -
     assert (lines[-1]["done_reason"], lines[-1]["eval_count"]) == ("stop", ANSWER_TOKENS)
 
 
-async def test_the_declared_devices_carry_the_loaded_model(simulated: Stack) -> None:
-    ps = httpx.get(f"{simulated.url}/api/ps", timeout=30).json()["models"]
-    (model,) = [m for m in ps if m["name"] == MODEL]
-    assert model["size_vram"] == model["size"] > 0  # it fits on one GPU, so it all sits there
-    nc = await nats.connect(simulated.nats_url)
+async def holding_a_model(stack: Stack) -> WorkerState:
+    """The worker's first heartbeat that shows a model resident."""
+    nc = await nats.connect(stack.nats_url)
     try:
         heartbeats = await nc.subscribe(subjects.HEARTBEAT)
-        state = await first(
+        return await first(
             heartbeats, WorkerState.model_validate_json, lambda s: bool(s.resident), WorkerState
         )
     finally:
         await nc.close()
+
+
+async def test_the_declared_devices_carry_the_loaded_model(simulated: Stack) -> None:
+    ps = httpx.get(f"{simulated.url}/api/ps", timeout=30).json()["models"]
+    (model,) = [m for m in ps if m["name"] == MODEL]
+    assert model["size_vram"] == model["size"] > 0  # it fits on one GPU, so it all sits there
+    state = await holding_a_model(simulated)
     assert state.engine == "simulated"
     free = {d.id: (d.kind, d.free_memory, d.total_memory) for d in state.devices}
     assert free == {
@@ -70,3 +76,42 @@ async def test_the_declared_devices_carry_the_loaded_model(simulated: Stack) -> 
         "cuda:0": ("cuda", 24 * GiB - model["size"], 24 * GiB),
         "cuda:1": ("cuda", 24 * GiB, 24 * GiB),
     }
+
+
+MiB = 1 << 20
+# (case, CORRAL_SIM_DEVICES, other settings, the devices the bundled model is to sit on)
+PLACEMENTS = [
+    ("one-gpu-the-roomiest", "cpu:4GiB,cuda:1GiB,cuda:2GiB", {}, {"cuda:1"}),
+    (
+        "sched-spread-every-gpu",
+        "cpu:4GiB,cuda:1GiB,cuda:2GiB",
+        {"OLLAMA_SCHED_SPREAD": "1"},
+        {"cuda:0", "cuda:1"},
+    ),
+    ("partly-in-system-memory", "cpu:4GiB,cuda:560MiB", {}, {"cuda:0", "cpu"}),
+    ("no-gpu", "cpu:4GiB", {}, {"cpu"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("devices", "settings", "sits_on"), [p[1:] for p in PLACEMENTS], ids=[p[0] for p in PLACEMENTS]
+)
+async def test_the_scheduler_places_the_model_on_devices_as_ollama_does(
+    tmp_path: Path, nats_binary: Path, devices: str, settings: dict[str, str], sits_on: set[str]
+) -> None:
+    """Placement's split reaches the worker, whose heartbeat and /api/ps report it (a GPU's room
+    is its free memory less the 457 MiB CUDA keeps)."""
+    overrides = {"CORRAL_ENGINE": "simulated", "CORRAL_SIM_DEVICES": devices, **settings}
+    stack = Stack(tmp_path, nats_binary, overrides).start()
+    try:
+        (resident,) = (await holding_a_model(stack)).resident
+        assert set(resident.placement) == sits_on
+        assert resident.size == sum(resident.placement.values())
+        ps = httpx.get(f"{stack.url}/api/ps", timeout=30).json()["models"]
+        (model,) = ps
+        on_gpus = sum(size for device, size in resident.placement.items() if device != "cpu")
+        assert (model["size"], model["size_vram"]) == (resident.size, on_gpus)
+        expected = ({"cpu"} == sits_on and "100% CPU") or ("cpu" not in sits_on and "100% GPU") or "CPU/GPU"
+        assert processor(model["size"], model["size_vram"]).endswith(expected)
+    finally:
+        stack.stop()

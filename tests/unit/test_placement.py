@@ -5,20 +5,24 @@ from __future__ import annotations
 import pytest
 
 from services.scheduler.placement import (
+    GPU_RESERVE,
     Decision,
     Dispatch,
     Instance,
     Load,
+    Policy,
+    Room,
     Wait,
     Want,
     Worker,
-    estimate_memory,
     place,
 )
 
 GB = 1_000_000_000
 A, B, C = "sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64
 WANT_A = Want(A, 2048, 100_000_000)
+AUTOMATIC_A = Want(A, 2048, 100_000_000, exact=False)  # num_ctx from OLLAMA_CONTEXT_LENGTH
+CPU_ONLY = (("cpu", WANT_A.need),)
 
 
 def inst(
@@ -29,59 +33,169 @@ def inst(
     loading: bool = False,
     num_ctx: int = 2048,
     size: int = GB,
-    expires: float | None = None,
+    keep_alive: float = 300.0,
+    on: tuple[tuple[str, int], ...] = (),
 ) -> Instance:
-    return Instance(digest, num_ctx, slots, busy, loading, size, expires)
+    return Instance(digest, num_ctx, slots, busy, loading, size, keep_alive, on)
 
 
-CASES: list[tuple[str, list[Worker], Want, Decision]] = [
-    ("resident-free-slot", [Worker("w1", GB, (inst(),))], WANT_A, Dispatch("w1")),
+def cpu(worker: str, memory: int, *instances: Instance, max_loaded: int = 3) -> Worker:
+    """A worker without GPUs."""
+    return Worker.of(worker, (Room("cpu", memory),), instances, max_loaded)
+
+
+def gpus(
+    worker: str, ram: int, *vram: int, instances: tuple[Instance, ...] = (), policy: Policy | None = None
+) -> Worker:
+    """A worker with system memory `ram` and one GPU per `vram` (free bytes, the reserve included)."""
+    rooms = (Room("cpu", ram), *(Room(f"cuda:{i}", GPU_RESERVE + v) for i, v in enumerate(vram)))
+    return Worker.of(worker, rooms, instances, policy=policy)
+
+
+CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
+    ("resident-free-slot", [cpu("w1", GB, inst())], WANT_A, Policy(), Dispatch("w1", 2048)),
     (
         "most-free-slots-wins",
-        [Worker("w1", GB, (inst(slots=4, busy=3),)), Worker("w2", GB, (inst(slots=4, busy=1),))],
+        [cpu("w1", GB, inst(slots=4, busy=3)), cpu("w2", GB, inst(slots=4, busy=1))],
         WANT_A,
-        Dispatch("w2"),
+        Policy(),
+        Dispatch("w2", 2048),
     ),
-    ("tie-broken-by-id", [Worker("w2", GB, (inst(),)), Worker("w1", GB, (inst(),))], WANT_A, Dispatch("w1")),
+    (
+        "tie-broken-by-id",
+        [cpu("w2", GB, inst()), cpu("w1", GB, inst())],
+        WANT_A,
+        Policy(),
+        Dispatch("w1", 2048),
+    ),
     (
         "busy-waits-rather-than-second-copy",
-        [Worker("w1", 10 * GB, (inst(busy=1),)), Worker("w2", 10 * GB)],
+        [cpu("w1", 10 * GB, inst(busy=1)), cpu("w2", 10 * GB)],
         WANT_A,
+        Policy(),
         Wait("all slots busy"),
     ),
-    ("loading-waits", [Worker("w1", 10 * GB, (inst(loading=True),))], WANT_A, Wait("model loading")),
-    ("other-num-ctx-is-another-model", [Worker("w1", 10 * GB, (inst(num_ctx=4096),))], WANT_A, Load("w1")),
-    ("load-on-most-free-memory", [Worker("w1", 2 * GB), Worker("w2", 8 * GB)], WANT_A, Load("w2")),
-    ("no-room-anywhere", [Worker("w1", 1000)], WANT_A, Wait("no worker has room")),
-    ("no-workers", [], WANT_A, Wait("no worker has room")),
+    ("loading-waits", [cpu("w1", 10 * GB, inst(loading=True))], WANT_A, Policy(), Wait("model loading")),
     (
-        "max-loaded-evicts-lru-idle",
-        [Worker("w1", 10 * GB, (inst(B, expires=20.0), inst(C, expires=10.0)), max_loaded=2)],
-        WANT_A,
-        Load("w1", (C,)),
+        "a-larger-context-serves-the-automatic-one-without-reload",
+        [cpu("w1", 10 * GB, inst(num_ctx=8192))],
+        AUTOMATIC_A,
+        Policy(),
+        Dispatch("w1", 8192),
     ),
     (
-        "memory-evicts-until-fit",
-        [Worker("w1", 0, (inst(B, size=GB // 20, expires=1.0), inst(C, size=GB, expires=2.0)))],
+        "the-smallest-context-that-serves-first",
+        [cpu("w1", 10 * GB, inst(num_ctx=8192), inst(num_ctx=4096))],
+        AUTOMATIC_A,
+        Policy(),
+        Dispatch("w1", 4096),
+    ),
+    (
+        "a-context-asked-for-gets-its-own-instance",
+        [cpu("w1", 10 * GB, inst(num_ctx=8192))],
         WANT_A,
-        Load("w1", (B, C)),
+        Policy(),
+        Load("w1", (), CPU_ONLY),
+    ),
+    (
+        "a-smaller-context-is-another-instance",
+        [cpu("w1", 10 * GB, inst(num_ctx=1024))],
+        WANT_A,
+        Policy(),
+        Load("w1", (), CPU_ONLY),
+    ),
+    (
+        "load-on-most-free-memory",
+        [cpu("w1", 2 * GB), cpu("w2", 8 * GB)],
+        WANT_A,
+        Policy(),
+        Load("w2", (), CPU_ONLY),
+    ),
+    ("no-room-anywhere", [cpu("w1", 1000)], WANT_A, Policy(), Wait("no worker has room")),
+    ("no-workers", [], WANT_A, Policy(), Wait("no worker has room")),
+    (
+        "max-loaded-evicts-the-shortest-keep-alive-first",
+        [cpu("w1", 10 * GB, inst(B, keep_alive=600.0), inst(C, keep_alive=60.0), max_loaded=2)],
+        WANT_A,
+        Policy(),
+        Load("w1", (C,), CPU_ONLY),
+    ),
+    (
+        "kept-forever-is-evicted-last",
+        [cpu("w1", 10 * GB, inst(B, keep_alive=-1.0), inst(C, keep_alive=3600.0), max_loaded=2)],
+        WANT_A,
+        Policy(),
+        Load("w1", (C,), CPU_ONLY),
+    ),
+    (
+        "memory-evicts-until-fit-equal-keep-alive-by-digest",
+        [cpu("w1", 0, inst(B, size=GB // 20), inst(C, size=GB))],
+        WANT_A,
+        Policy(),
+        Load("w1", (B, C), CPU_ONLY),
     ),
     (
         "busy-models-are-never-evicted",
-        [Worker("w1", 0, (inst(B, busy=1),))],
+        [cpu("w1", 0, inst(B, busy=1))],
         WANT_A,
+        Policy(),
         Wait("no worker has room"),
+    ),
+    # GPUs: room is free memory less the reserve CUDA keeps and OLLAMA_GPU_OVERHEAD
+    (
+        "one-gpu-when-it-fits-on-one-the-roomiest",
+        [gpus("w1", 64 * GB, 16 * GB, 24 * GB)],
+        Want(A, 2048, 10 * GB),
+        Policy(),
+        Load("w1", (), (("cuda:1", 10 * GB),)),
+    ),
+    (
+        "spread-over-the-fewest-gpus",
+        [gpus("w1", 64 * GB, 16 * GB, 24 * GB, 8 * GB)],
+        Want(A, 2048, 30 * GB),
+        Policy(),
+        Load("w1", (), (("cuda:1", 18 * GB), ("cuda:0", 12 * GB))),
+    ),
+    (
+        "sched-spread-uses-every-gpu",
+        [gpus("w1", 64 * GB, 10 * GB, 30 * GB)],
+        Want(A, 2048, 8 * GB),
+        Policy(spread=True),
+        Load("w1", (), (("cuda:1", 6 * GB), ("cuda:0", 2 * GB))),
+    ),
+    (
+        "gpu-overhead-leaves-room-alone",
+        [gpus("w1", 64 * GB, 10 * GB, policy=Policy(gpu_overhead=2 * GB))],
+        Want(A, 2048, 9 * GB),
+        Policy(gpu_overhead=2 * GB),
+        Load("w1", (), (("cuda:0", 8 * GB), ("cpu", 1 * GB))),
+    ),
+    (
+        "partly-in-system-memory-for-a-first-model",
+        [gpus("w1", 64 * GB, 24 * GB)],
+        Want(A, 2048, 40 * GB),
+        Policy(),
+        Load("w1", (), (("cuda:0", 24 * GB), ("cpu", 16 * GB))),
+    ),
+    (
+        "no-partial-beside-another-model-it-is-evicted",
+        [gpus("w1", 64 * GB, 20 * GB, instances=(inst(B, size=4 * GB, on=(("cuda:0", 4 * GB),)),))],
+        Want(A, 2048, 22 * GB),
+        Policy(),
+        Load("w1", (B,), (("cuda:0", 22 * GB),)),
+    ),
+    (
+        "a-whole-gpu-fit-beats-system-memory",
+        [cpu("w1", 256 * GB), gpus("w2", 8 * GB, 12 * GB)],
+        Want(A, 2048, 10 * GB),
+        Policy(),
+        Load("w2", (), (("cuda:0", 10 * GB),)),
     ),
 ]
 
 
-@pytest.mark.parametrize(("workers", "want", "decision"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_place(workers: list[Worker], want: Want, decision: Decision) -> None:
-    assert place(workers, want) == decision
-
-
-def test_estimate_grows_with_context_and_slots() -> None:
-    base = estimate_memory(GB, 2048, 1)
-    assert base > GB
-    assert estimate_memory(GB, 4096, 1) > base
-    assert estimate_memory(GB, 2048, 4) > estimate_memory(GB, 2048, 2) > base
+@pytest.mark.parametrize(
+    ("workers", "want", "policy", "decision"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_place(workers: list[Worker], want: Want, policy: Policy, decision: Decision) -> None:
+    assert place(workers, want, policy) == decision

@@ -50,6 +50,7 @@ from services.scheduler.core import (
     Tick,
     Unload,
 )
+from services.scheduler.memory import estimate
 from services.scheduler.service import SchedulerShell
 
 GB = 1_000_000_000
@@ -119,7 +120,13 @@ def arrive(rid: str, digest: str = A, **kwargs: object) -> Arrived:
 
 
 def res(
-    digest: str = A, *, busy: int = 0, slots: int = 1, num_ctx: int = CONTEXT, expires: float | None = None
+    digest: str = A,
+    *,
+    busy: int = 0,
+    slots: int = 1,
+    num_ctx: int = CONTEXT,
+    expires: float | None = None,
+    keep_alive: float = 300.0,
 ) -> ResidentModel:
     model = MODELS[digest]
     return ResidentModel(
@@ -129,7 +136,7 @@ def res(
         size=model.size,
         slots=slots,
         busy=busy,
-        keep_alive=300.0,
+        keep_alive=keep_alive,
         expires_at=expires,
     )
 
@@ -187,7 +194,9 @@ def run(worker: str, rid: str, digest: str = A, *, num_ctx: int | None = None) -
 def load(
     worker: str, rid: str, digest: str = A, *, num_ctx: int | None = None, evict: tuple[str, ...] = ()
 ) -> Load:
-    command = LoadCommand(model=MODELS[digest], num_ctx=num_ctx or CONTEXT, slots=1, request_id=rid)
+    model, ctx = MODELS[digest], num_ctx or CONTEXT
+    split = {"cpu": estimate(model.size, model.shape, ctx, 1).total}  # CPU-only workers here
+    command = LoadCommand(model=model, num_ctx=ctx, slots=1, request_id=rid, split=split)
     return Load(worker, command, evict)
 
 
@@ -296,6 +305,33 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         0,
     ),
     ("cancel-of-unknown-request", [(cancel("r9"), [])], 0),
+    (
+        "a-load-out-takes-its-memory-before-the-worker-says-so",
+        [
+            (beat("w1", memory=200_000_000), []),
+            (arrive("r1", A), [load("w1", "r1", A)]),
+            (arrive("r2", B), []),  # B would fit in what the heartbeat said is free
+        ],
+        2,
+    ),
+    (
+        "a-context-the-request-asks-for-is-its-own-instance",
+        [
+            (beat("w1", res(A, num_ctx=8192)), []),
+            (arrive("r1", num_ctx=2048), [load("w1", "r1", num_ctx=2048)]),
+        ],
+        1,
+    ),
+    (
+        "a-larger-context-serves-an-automatic-one-and-frees-that-slot",
+        [
+            (beat("w1", res(A, num_ctx=8192)), []),
+            (arrive("r1"), [Run("w1", "r1", RunCommand(request=req("r1"), num_ctx=8192))]),
+            (ran("r1", after=state("w1", res(A, num_ctx=8192))), [Ack("r1")]),
+            (arrive("r2"), [Run("w1", "r2", RunCommand(request=req("r2"), num_ctx=8192))]),
+        ],
+        1,
+    ),
     (
         "a-run-that-finds-nobody-goes-to-another-worker-not-counted-as-refused",
         [
@@ -460,9 +496,9 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         0,
     ),
     (
-        "max-loaded-evicts-least-recently-used-idle",
+        "max-loaded-evicts-the-shortest-keep-alive-first",
         [
-            (beat("w1", res(B, expires=20.0), res(C, expires=10.0)), []),
+            (beat("w1", res(B, keep_alive=600.0), res(C, keep_alive=60.0)), []),
             (arrive("r1"), [load("w1", "r1", evict=(C,))]),
         ],
         1,

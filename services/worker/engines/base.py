@@ -11,8 +11,8 @@ generation, so the worker's event loop stays free for heartbeats and commands.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -36,6 +36,7 @@ class LoadSpec:
     slots: int  # sequences decoded together
     flash_attention: bool | None = None  # None: the engine decides
     kv_cache_type: str = ""  # "", "f16", "q8_0", "q4_0"
+    split: Mapping[str, int] = field(default_factory=dict)  # bytes planned per device; {}: engine's choice
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ OnSteps = Callable[[list[Step]], None]  # called on the engine's thread after ev
 class LoadedModel(Protocol):
     size: int  # bytes resident in RAM
     size_vram: int  # bytes resident on GPUs
+    placement: dict[str, int]  # bytes on each device ("cpu", "cuda:0", …)
     n_ctx: int  # tokens per sequence
     metadata: dict[str, str]  # the model file's key/values (GGUF), e.g. tokenizer.chat_template
 

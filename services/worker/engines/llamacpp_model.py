@@ -61,6 +61,7 @@ class LlamaCppModel:
         self, model: Any, context: Any, loop: EngineLoop, on_steps: OnSteps, *, num_ctx: int, size: int
     ) -> None:
         self.size = size
+        self.placement = {"cpu": size}  # llama.cpp on the CPU: all of it in system memory
         self.n_ctx = num_ctx  # llama.cpp pads sequences; each stops where Ollama's would
         self._model, self._ctx, self._loop, self._on_steps = model, context, loop, on_steps
         self._vocab = L.llama_model_get_vocab(model)

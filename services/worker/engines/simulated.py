@@ -8,12 +8,11 @@ reasons, prompt reuse per sequence, and a tokenizer the worker's prompt rules wo
 
 Devices (CORRAL_SIM_DEVICES, `simulated_devices.py`): "cpu" and "cuda:0", "cuda:1", … in
 the order written, each with its declared size; free memory is the size less what loaded
-models occupy. A model
-occupies its file's size (stat'ed, never read) plus KV_BYTES_PER_TOKEN for each of its
-`slots × num_ctx` tokens, which never exceeds the scheduler's estimate, so a load the
-scheduler places always fits. It goes to the GPU with the most free memory, spills onto
-the next GPUs and then the CPU (size_vram: its bytes on GPUs), and is refused when all of
-them together lack room.
+models occupy. A load that carries a split (the scheduler's plan: bytes per device) holds
+exactly that, or is refused when a device lacks the room. Without one, a model occupies its
+file's size (stat'ed, never read) plus KV_BYTES_PER_TOKEN for each of its `slots × num_ctx`
+tokens, on the GPU with the most free memory, spilling onto the next GPUs and then the CPU,
+and is refused when all of them together lack room. size_vram is its bytes on GPUs.
 
 Timing (CORRAL_SIM_TOKENS_PER_SECOND = tps): each loaded model runs its own loop thread. A
 step admits waiting jobs into free sequences, then advances every running job by one token
@@ -117,6 +116,7 @@ class SimulatedModel:
     ) -> None:
         self.size = sum(parts.values())
         self.size_vram = sum(size for device, size in parts.items() if device != "cpu")
+        self.placement = dict(parts)
         self.n_ctx = spec.num_ctx
         self.metadata = dict(METADATA)
         self._tps = tokens_per_second
@@ -316,12 +316,17 @@ class SimulatedEngine:
     def load(self, spec: LoadSpec, on_steps: OnSteps) -> SimulatedModel:
         if not spec.path.is_file():
             raise EngineError(f"model file {spec.path.name} is missing from the store")
+        if spec.split:  # as the scheduler planned it: its estimate, on its devices
+            parts = dict(spec.split)
+            if (refused := self._devices.take_as_planned(parts)) is not None:
+                raise EngineError(f"not enough memory for model {spec.path.name}: {refused}")
+            return SimulatedModel(spec, parts, self._tps, on_steps, lambda: self._devices.give_back(parts))
         need = spec.path.stat().st_size + spec.slots * spec.num_ctx * KV_BYTES_PER_TOKEN
-        parts = self._devices.take(need)
-        if parts is None:
+        found = self._devices.take(need)
+        if found is None:
             free = sum(d.free_memory for d in self._devices.report())
             raise EngineError(
                 f"not enough memory for model {spec.path.name}: it needs {need} bytes, "
                 f"the simulated devices have {free} free"
             )
-        return SimulatedModel(spec, parts, self._tps, on_steps, lambda: self._devices.give_back(parts))
+        return SimulatedModel(spec, found, self._tps, on_steps, lambda: self._devices.give_back(found))

@@ -60,6 +60,19 @@ class SimulatedDevices:
                 self._used[device] += size
             return parts
 
+    def take_as_planned(self, parts: Mapping[str, int]) -> str | None:
+        """Hold `parts` (bytes per device) as a placement planned them; None when held, else why
+        not (holding nothing)."""
+        with self._lock:
+            for device, size in parts.items():
+                if device not in self._total:
+                    return f"there is no device {device}"
+                if self._total[device] - self._used[device] < size:
+                    return f"{device} has {self._total[device] - self._used[device]} bytes free, not {size}"
+            for device, size in parts.items():
+                self._used[device] += size
+            return None
+
     def give_back(self, parts: Mapping[str, int]) -> None:
         with self._lock:
             for device, size in parts.items():
