@@ -261,6 +261,7 @@ class Settings:
     kv_cache_type: str = _env("OLLAMA_KV_CACHE_TYPE", _choice(KV_CACHE_TYPES), "")
     gpu_overhead: int = _env("OLLAMA_GPU_OVERHEAD", _uint(), 0)  # bytes of every GPU left alone
     sched_spread: bool = _env("OLLAMA_SCHED_SPREAD", _bool, False)  # always use every GPU
+    max_replicas: int = _env("CORRAL_MAX_REPLICAS", _uint(), 0)  # instances of one model; 0: no limit
     origins: tuple[str, ...] = _env("OLLAMA_ORIGINS", _origins, DEFAULT_ORIGINS)
     load_timeout: float = _env("OLLAMA_LOAD_TIMEOUT", _duration, 300.0)  # 0 or negative: no limit
     debug: bool = _env("OLLAMA_DEBUG", _bool, False)

@@ -77,12 +77,13 @@ class Stack:
             self.wait_ready()
         return self
 
-    def start_service(self, name: str, module: str | None = None) -> None:
-        """Start `python -m services.<module>` (default: `name`), known here as `name`."""
+    def start_service(self, name: str, module: str | None = None, env: dict[str, str] | None = None) -> None:
+        """Start `python -m services.<module>` (default: `name`), known here as `name`, with `env`
+        over the stack's environment."""
         log = (self.root / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{module or name}"],
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

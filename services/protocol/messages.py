@@ -274,6 +274,7 @@ REPLY = TypeAdapter(Reply)
 class Device(Message):
     id: str  # "cpu", "cuda:0", …
     kind: Literal["cpu", "cuda"]
+    name: str = ""  # as the driver names it ("NVIDIA GeForce RTX 4090"); "" for the CPU
     free_memory: int  # bytes
     total_memory: int = 0  # bytes; 0 when unknown
 

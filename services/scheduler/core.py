@@ -44,6 +44,7 @@ log = logging.getLogger("corral.scheduler")
 
 MAX_REFUSALS = 3  # a request whose run is refused this many times fails ("unavailable")
 PLACED_REMEMBERED = 10_000  # placed requests whose worker is remembered, to pass a cancel on
+STARVED_AFTER = 10.0  # seconds a request waits for room before instances are drained for it
 NO_WORKER_WAIT = 300.0  # seconds a request waits while no worker is alive (OLLAMA_LOAD_TIMEOUT)
 NO_WORKER = "no worker is available to run the model"
 
@@ -187,6 +188,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         max_refusals: int = MAX_REFUSALS,
         no_worker_wait: float = NO_WORKER_WAIT,
+        starved_after: float = STARVED_AFTER,
         kv_cache_type: str = "",
         policy: Policy | None = None,
     ) -> None:
@@ -196,6 +198,8 @@ class Scheduler:
         self._clock = clock
         self._max_refusals = max_refusals
         self._no_worker_wait = no_worker_wait
+        self._starved_after = starved_after
+        self._drain: tuple[str, str] | None = None  # (request, worker): the one drain under way
         self._kv_cache_type = kv_cache_type  # OLLAMA_KV_CACHE_TYPE: the KV cache's bytes per element
         self._policy = policy or Policy()
         self._fleet = Fleet(max_loaded, self._policy)
@@ -431,6 +435,7 @@ class Scheduler:
         commands: list[Command] = []
         if not self._leading:
             return commands
+        self._drain_over()
         for pending in list(self._pending.values()):
             if pending.dispatching:
                 continue
@@ -467,7 +472,32 @@ class Scheduler:
                 case placement.Wait(reason):
                     if reason != pending.reason:
                         self._decided(pending, "wait", reason)
+                    starved = self._clock() - pending.arrived >= self._starved_after
+                    if reason == placement.NO_ROOM and starved and self._drain is None:
+                        self._drain_for(pending)
         return commands
+
+    def _drain_for(self, pending: Pending) -> None:
+        """A request starved of room: the fewest instances whose unloading would make room stop
+        taking new requests, so they go idle and rule 4 unloads them for it."""
+        plan = placement.drain(self._fleet.workers(), pending.want, self._policy)
+        if plan is None:
+            return
+        worker_id, digests = plan
+        self._drain = (pending.request.id, worker_id)
+        self._fleet.drain(worker_id, digests)
+        log_event(log, "draining", context=pending.trace, request=pending.request.id, worker=worker_id)
+
+    def _drain_over(self) -> None:
+        """End the drain once its request is loading, placed or gone."""
+        if self._drain is None:
+            return
+        request_id, worker_id = self._drain
+        pending = self._pending.get(request_id)
+        gone = worker_id not in self.worker_ids()  # dropped: a new plan is made if it still waits
+        if pending is None or pending.loading_on or pending.dispatching or gone:
+            self._fleet.undrain(worker_id)
+            self._drain = None
 
     def _decided(self, pending: Pending, decision: str, reason: str = "") -> None:
         """Count a decision; log a waiting request's reason when it changes."""

@@ -26,6 +26,7 @@ class _Entry:
     seen_at: float
     pending_loads: dict[tuple[str, int], Split] = field(default_factory=dict)  # -> planned bytes
     reserved: dict[tuple[str, int], int] = field(default_factory=dict)
+    draining: set[str] = field(default_factory=set)  # digests that take no new request
     view: Worker | None = None  # what placement sees of it; None after a change
 
 
@@ -61,6 +62,17 @@ class Fleet:
         """Forget a worker known to be gone; False if it was not in the view."""
         self._view = None
         return self._workers.pop(worker_id, None) is not None
+
+    def drain(self, worker_id: str, digests: tuple[str, ...]) -> None:
+        """Let these instances take no new request, so they go idle (a starved load waits)."""
+        if (entry := self._workers.get(worker_id)) is not None:
+            entry.draining |= set(digests)
+            self._changed(entry)
+
+    def undrain(self, worker_id: str) -> None:
+        if (entry := self._workers.get(worker_id)) is not None and entry.draining:
+            entry.draining.clear()
+            self._changed(entry)
 
     def reserve_slot(self, worker_id: str, digest: str, num_ctx: int) -> None:
         entry = self._workers[worker_id]
@@ -105,7 +117,7 @@ class Fleet:
 
     def _worker(self, entry: _Entry) -> Worker:
         state = entry.state
-        instances = [self._instance(m, entry.reserved) for m in state.resident]
+        instances = [self._instance(m, entry.reserved, m.digest in entry.draining) for m in state.resident]
         known = {(m.digest, m.num_ctx) for m in state.resident}
         free = {d.id: d.free_memory for d in state.devices}
         for (digest, num_ctx), split in entry.pending_loads.items():
@@ -124,7 +136,7 @@ class Fleet:
         )
 
     @staticmethod
-    def _instance(m: ResidentModel, reserved: dict[tuple[str, int], int]) -> Instance:
+    def _instance(m: ResidentModel, reserved: dict[tuple[str, int], int], draining: bool) -> Instance:
         return Instance(
             digest=m.digest,
             num_ctx=m.num_ctx,
@@ -134,4 +146,5 @@ class Fleet:
             size=m.size,
             keep_alive=m.keep_alive,
             placement=tuple(m.placement.items()),
+            draining=draining,
         )

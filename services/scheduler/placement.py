@@ -7,8 +7,11 @@ Rules, in order (Ollama's `processPending` and its GPU choice, spread over many 
    context: Ollama ignores an automatic num_ctx when it compares, and a larger context
    serving it saves the reload of its open #9977) with a free slot takes the request: the
    smallest such context first, then the most free slots, then the worker id.
-2. If such an instance exists but is busy or still loading, the request waits for it rather
-   than loading a second copy.
+2. If such an instance is still loading, the request waits for it. If every one is busy, a
+   replica is loaded on another worker that does not hold the model, where it fits without
+   unloading anything (rule 3), up to CORRAL_MAX_REPLICAS instances (0: no limit; 1 is
+   Ollama's behaviour) — Ollama's long-standing #3902; otherwise the request waits for a slot.
+   A replica loads one at a time (a loading instance makes the others wait).
 3. Otherwise a worker loads the model where it fits (`fit`): on one GPU when it fits on one
    (the one with the most room), else over the fewest GPUs of the worker, largest first (all
    of them with OLLAMA_SCHED_SPREAD); partly in system memory only on a worker with nothing
@@ -19,7 +22,10 @@ Rules, in order (Ollama's `processPending` and its GPU choice, spread over many 
 4. If it fits nowhere, a worker whose idle instances can be unloaded to make room loads it
    after unloading them in Ollama's order (shortest keep_alive first, kept-forever last, then
    by digest); the fewest unloads win.
-5. Otherwise the request waits.
+5. Otherwise the request waits. One that has waited for room too long (the core decides how
+   long) gets a drain (`drain`): the instances whose unloading would make room on one worker
+   take no new requests, so they go idle and rule 4 can unload them; the models keep serving
+   what they hold meanwhile, and other requests are placed as before.
 
 A GPU's room is its free memory less OLLAMA_GPU_OVERHEAD and the 457 MiB CUDA keeps for
 itself (Ollama's MinimumMemory). A load carries its split: the bytes planned on each device.
@@ -32,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 CPU = "cpu"
+NO_ROOM = "no worker has room"  # why a request waits when no worker could take its model
 GPU_RESERVE = 457 * 1024 * 1024  # bytes of every GPU that CUDA itself needs (Ollama's MinimumMemory)
 
 Split = tuple[tuple[str, int], ...]  # (device, bytes) for each device a load uses
@@ -61,10 +68,11 @@ class Instance:
     size: int
     keep_alive: float = 0.0  # seconds; negative: kept forever
     placement: Split = ()  # the bytes it holds on each device (empty: all in system memory)
+    draining: bool = False  # takes no new request: a starved load waits for it to go idle
 
     @property
     def free_slots(self) -> int:
-        return 0 if self.loading else self.slots - self.busy
+        return 0 if self.loading or self.draining else self.slots - self.busy
 
     @property
     def idle(self) -> bool:
@@ -75,6 +83,7 @@ class Instance:
 class Policy:
     gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD: bytes of each GPU left alone
     spread: bool = False  # OLLAMA_SCHED_SPREAD: always use every GPU of the worker
+    max_replicas: int = 0  # CORRAL_MAX_REPLICAS: instances of one model in the fleet; 0: no limit
 
     def gpu_room(self, free: int) -> int:
         """What a GPU with `free` bytes free can take."""
@@ -147,8 +156,30 @@ def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> D
         worker, instance = min(free, key=lambda wi: (wi[1].num_ctx, -wi[1].free_slots, wi[0].id))
         return Dispatch(worker.id, instance.num_ctx)
     if matching:
-        loading = any(i.loading for _, i in matching)
-        return Wait("model loading" if loading else "all slots busy")
+        if any(i.loading for _, i in matching):
+            return Wait("model loading")
+        if not policy.max_replicas or len(matching) < policy.max_replicas:
+            holders = {w.id for w, i in matching} | {w.id for w in workers if _holds(w, want.digest)}
+            replica = _load_where_it_fits([w for w in workers if w.id not in holders], want, policy)
+            if replica is not None:
+                return replica
+        return Wait("all slots busy")
+    load = _load_where_it_fits(workers, want, policy)
+    if load is not None:
+        return load
+    evictions = [
+        (w, found) for w in workers if (found := _evictions_to_fit(w, want.need, policy)) is not None
+    ]
+    if evictions:
+        worker, (evict, split) = min(
+            evictions, key=lambda we: (len(we[1][0]), _on_cpu(we[1][1]), -we[0].free_memory, we[0].id)
+        )
+        return Load(worker.id, evict, split)
+    return Wait(NO_ROOM)
+
+
+def _load_where_it_fits(workers: Sequence[Worker], want: Want, policy: Policy) -> Load | None:
+    """Rule 3: a load on the best worker where the model fits without unloading anything."""
     room = [w for w in workers if len(w.instances) < w.max_loaded and w.free_memory >= want.need]
     on_gpus = [w for w in room if w.gpu_room >= want.need]  # `gpu_room` was worked out by `policy`
     if on_gpus:  # wholly on GPUs: the roomiest such worker wins (nothing goes to its CPU)
@@ -163,15 +194,11 @@ def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> D
     if fits:
         split, worker = min(fits, key=lambda sw: (_on_cpu(sw[0]), -sw[1].free_memory, sw[1].id))
         return Load(worker.id, (), split)
-    evictions = [
-        (w, found) for w in workers if (found := _evictions_to_fit(w, want.need, policy)) is not None
-    ]
-    if evictions:
-        worker, (evict, split) = min(
-            evictions, key=lambda we: (len(we[1][0]), _on_cpu(we[1][1]), -we[0].free_memory, we[0].id)
-        )
-        return Load(worker.id, evict, split)
-    return Wait("no worker has room")
+    return None
+
+
+def _holds(worker: Worker, digest: str) -> bool:
+    return any(i.digest == digest for i in worker.instances)
 
 
 def fit(devices: Sequence[Room], need: int, policy: Policy, *, partial: bool) -> Split | None:
@@ -224,12 +251,31 @@ def _eviction_order(instance: Instance) -> tuple[float, str]:
     return (math.inf if instance.keep_alive < 0 else instance.keep_alive, instance.digest)
 
 
-def _evictions_to_fit(worker: Worker, need: int, policy: Policy) -> tuple[tuple[str, ...], Split] | None:
-    """Idle instances to unload, in Ollama's order, until `need` fits, and the split then; None
-    if it never does."""
+def drain(
+    workers: Sequence[Worker], want: Want, policy: Policy = Policy()
+) -> tuple[str, tuple[str, ...]] | None:
+    """For a request starved of room: the worker, and the instances on it (busy ones too), whose
+    unloading would make it fit, fewest first; None when no worker could ever take it."""
+    plans = [
+        (w, found[0])
+        for w in workers
+        if (found := _evictions_to_fit(w, want.need, policy, busy_too=True)) is not None
+    ]
+    if not plans:
+        return None
+    worker, digests = min(plans, key=lambda wd: (len(wd[1]), -wd[0].free_memory, wd[0].id))
+    return worker.id, digests
+
+
+def _evictions_to_fit(
+    worker: Worker, need: int, policy: Policy, *, busy_too: bool = False
+) -> tuple[tuple[str, ...], Split] | None:
+    """Idle instances (or, `busy_too`, any that is not loading) to unload, in Ollama's order,
+    until `need` fits, and the split then; None if it never does."""
     free = {room.device: room.free for room in worker.devices}
     count, evict = len(worker.instances), []
-    for instance in sorted((i for i in worker.instances if i.idle), key=_eviction_order):
+    candidates = (i for i in worker.instances if i.idle or (busy_too and not i.loading))
+    for instance in sorted(candidates, key=_eviction_order):
         evict.append(instance.digest)
         for device, size in instance.placement or ((CPU, instance.size),):
             free[device] = free.get(device, 0) + size

@@ -258,7 +258,11 @@ def register(broker: NatsBroker, settings: Settings) -> SchedulerShell:
         stale_after=settings.stale_after,
         no_worker_wait=settings.load_deadline,
         kv_cache_type=settings.kv_cache,
-        policy=Policy(gpu_overhead=settings.gpu_overhead, spread=settings.sched_spread),
+        policy=Policy(
+            gpu_overhead=settings.gpu_overhead,
+            spread=settings.sched_spread,
+            max_replicas=settings.max_replicas,
+        ),
     )
     scheduler = SchedulerShell(core, NatsTransport(broker, settings.load_deadline))
     measure.observe(core.waiting_by, core.workers)

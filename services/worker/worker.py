@@ -135,6 +135,7 @@ class Worker:
             flash_attention=self._settings.flash_attention,
             kv_cache_type=self._settings.kv_cache_type,
             split=command.split,
+            layers=command.model.shape.block_count if command.model.shape else None,
         )
         log_event(log, "loading", model=command.model.name, num_ctx=command.num_ctx, slots=command.slots)
         started = time.perf_counter()

@@ -4,8 +4,9 @@ the gateway, and the declared devices are what the worker reports and /api/ps sh
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,9 @@ from corral.tables import processor
 from services.protocol import WorkerState, subjects
 from services.worker.engines.simulated import ANSWER_TOKENS
 from services.worker.engines.simulated_vocab import WORD_TEXT
+from tests.integration.test_queue import Background
 from tests.stack import MODEL, Stack
-from tests.watch import first
+from tests.watch import ReplyRecorder, first, until
 
 GiB = 1 << 30
 DEVICES = "cpu:32GiB,cuda:24GiB,cuda:24GiB"
@@ -52,23 +54,25 @@ def test_a_streamed_chat_ends_when_the_simulated_answer_does(simulated: Stack) -
     assert (lines[-1]["done_reason"], lines[-1]["eval_count"]) == ("stop", ANSWER_TOKENS)
 
 
-async def holding_a_model(stack: Stack) -> WorkerState:
-    """The worker's first heartbeat that shows a model resident."""
+async def heartbeat(stack: Stack, where: Callable[[WorkerState], bool]) -> WorkerState:
+    """The first heartbeat that says `where`."""
     nc = await nats.connect(stack.nats_url)
     try:
         heartbeats = await nc.subscribe(subjects.HEARTBEAT)
-        return await first(
-            heartbeats, WorkerState.model_validate_json, lambda s: bool(s.resident), WorkerState
-        )
+        return await first(heartbeats, WorkerState.model_validate_json, where, WorkerState)
     finally:
         await nc.close()
+
+
+def holding_a_model(state: WorkerState) -> bool:
+    return bool(state.resident)
 
 
 async def test_the_declared_devices_carry_the_loaded_model(simulated: Stack) -> None:
     ps = httpx.get(f"{simulated.url}/api/ps", timeout=30).json()["models"]
     (model,) = [m for m in ps if m["name"] == MODEL]
     assert model["size_vram"] == model["size"] > 0  # it fits on one GPU, so it all sits there
-    state = await holding_a_model(simulated)
+    state = await heartbeat(simulated, holding_a_model)
     assert state.engine == "simulated"
     free = {d.id: (d.kind, d.free_memory, d.total_memory) for d in state.devices}
     assert free == {
@@ -104,7 +108,7 @@ async def test_the_scheduler_places_the_model_on_devices_as_ollama_does(
     overrides = {"CORRAL_ENGINE": "simulated", "CORRAL_SIM_DEVICES": devices, **settings}
     stack = Stack(tmp_path, nats_binary, overrides).start()
     try:
-        (resident,) = (await holding_a_model(stack)).resident
+        (resident,) = (await heartbeat(stack, holding_a_model)).resident
         assert set(resident.placement) == sits_on
         assert resident.size == sum(resident.placement.values())
         ps = httpx.get(f"{stack.url}/api/ps", timeout=30).json()["models"]
@@ -115,3 +119,38 @@ async def test_the_scheduler_places_the_model_on_devices_as_ollama_does(
         assert processor(model["size"], model["size_vram"]).endswith(expected)
     finally:
         stack.stop()
+
+
+def test_a_second_worker_takes_a_replica_when_every_slot_is_busy(tmp_path: Path, nats_binary: Path) -> None:
+    """One slot per instance; a request comes while the only instance is busy, and another
+    worker has room: a replica is loaded there and both requests run at once (Ollama #3902)."""
+    overrides = {
+        "CORRAL_ENGINE": "simulated",
+        "CORRAL_SIM_TOKENS_PER_SECOND": "20",
+        "OLLAMA_NUM_PARALLEL": "1",
+    }
+    stack = Stack(tmp_path, nats_binary, overrides).start()
+    replies = ReplyRecorder(stack.nats_url)
+    try:
+        stack.start_service("worker2", module="worker", env={"CORRAL_WORKER_ID": "w2"})
+        asyncio.run(heartbeat(stack, lambda state: state.worker_id == "w2"))
+        body = {"model": MODEL, "prompt": "Hi", "options": {"num_predict": 60}}  # 3 s at 20 tokens/s
+        first_request = Background(stack.url, body)
+        until(lambda: started_on(replies) == ["w1"], what="the first request to start on w1")
+        second_request = Background(stack.url, body)
+        until(lambda: sorted(started_on(replies)) == ["w1", "w2"], what="the second to start on w2")
+        assert not first_request.chunks or first_request.chunks[-1].get("done") is not True
+        assert first_request.join()[-1]["eval_count"] == second_request.join()[-1]["eval_count"] == 60
+    finally:
+        replies.close()
+        stack.stop()
+
+
+def started_on(replies: ReplyRecorder) -> list[str]:
+    """The worker named by every Started seen, in no particular order."""
+    return [
+        str(reply["worker_id"])
+        for request_id in list(replies.replies)
+        for reply in replies.of(request_id)
+        if reply.get("kind") == "started"
+    ]

@@ -31,6 +31,7 @@ from services.protocol.messages import ErrorCode
 from services.scheduler.core import (
     NO_WORKER,
     NO_WORKER_WAIT,
+    STARVED_AFTER,
     Ack,
     Arrived,
     Cancelled,
@@ -306,6 +307,27 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
     ),
     ("cancel-of-unknown-request", [(cancel("r9"), [])], 0),
     (
+        "a-load-waiting-for-room-holds-up-no-other-model",
+        [
+            (beat("w1", res(B, busy=1, slots=2), memory=50_000_000), []),
+            (arrive("r1", A), []),  # no room: B is busy, so it cannot be unloaded
+            (arrive("r2", B), [run("w1", "r2", B)]),  # B keeps serving meanwhile
+        ],
+        2,
+    ),
+    (
+        "a-starved-load-drains-the-busy-model-then-takes-its-place",
+        [
+            (beat("w1", res(B, busy=1, slots=2), memory=50_000_000), []),
+            (arrive("r1", A), []),
+            (Later(STARVED_AFTER), []),
+            (Tick(), [alive("r1")]),  # starved: B takes no new request from now on
+            (arrive("r2", B), []),
+            (beat("w1", res(B, slots=2), memory=50_000_000), [load("w1", "r1", A, evict=(B,))]),
+        ],
+        2,
+    ),
+    (
         "a-load-out-takes-its-memory-before-the-worker-says-so",
         [
             (beat("w1", memory=200_000_000), []),
@@ -421,11 +443,10 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         "stale-worker-dropped-its-waiting-work-placed-again",
         [
             (beat("w1", res(A, busy=1)), []),
-            (arrive("r1"), []),  # waits for w1's busy instance rather than loading a second copy
-            (Later(STALE), []),
-            (beat("w2"), []),
-            (Later(1), []),
-            (Tick(), [alive("r1"), load("w2", "r1")]),
+            (arrive("r1"), []),  # waits for w1's busy instance: no other worker for a replica
+            (Later(STALE + 1), []),
+            (Tick(), [alive("r1")]),  # w1 dropped
+            (beat("w2"), [load("w2", "r1")]),
         ],
         1,
     ),

@@ -37,6 +37,7 @@ class LoadSpec:
     flash_attention: bool | None = None  # None: the engine decides
     kv_cache_type: str = ""  # "", "f16", "q8_0", "q4_0"
     split: Mapping[str, int] = field(default_factory=dict)  # bytes planned per device; {}: engine's choice
+    layers: int | None = None  # the model's block count, when known (a partial offload needs it)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""llama.cpp on CPU (llama-cpp-python's low-level API) for GGUF models, with continuous batching.
+"""llama.cpp (llama-cpp-python's low-level API) for GGUF models, with continuous batching.
+
+On a CPU build every model sits in system memory. A CUDA build (the worker's GPU image)
+offloads by the scheduler's split (`offload.py`) and reports the host's CUDA devices
+(`gpus.py`); a split that names a GPU on a build without GPU support is refused.
 
 One thread decodes for every model this process holds. The ggml CPU backend keeps
 an OpenMP thread team per thread that calls llama_decode, and two such threads on
@@ -9,6 +13,7 @@ imported only when the worker uses this engine.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -23,7 +28,9 @@ from services.protocol import Device
 from services.worker.devices import cpu_device
 from services.worker.engines.base import EngineError, LoadSpec, OnSteps
 from services.worker.engines.llamacpp_model import LlamaCppModel
+from services.worker.engines.offload import Offload, offload_for
 from services.worker.engines.threads import ThreadGovernor
+from services.worker.gpus import cuda_devices
 
 T = TypeVar("T")
 _KV_TYPES = {"": None, "f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0, "q4_0": L.GGML_TYPE_Q4_0}
@@ -104,13 +111,19 @@ class LlamaCppEngine:
         self._threads = governor.cores
 
     def devices(self) -> list[Device]:
-        return [cpu_device()]
+        return [cpu_device(), *(cuda_devices() if L.llama_supports_gpu_offload() else [])]
 
     def load(self, spec: LoadSpec, on_steps: OnSteps) -> LlamaCppModel:
         if not spec.path.is_file():
             raise EngineError(f"model file {spec.path.name} is missing from the store")
+        offload = offload_for(spec.split, spec.layers)
+        if offload.uses_gpu and not L.llama_supports_gpu_offload():
+            raise EngineError("this worker's llama.cpp is built without GPU support: it cannot offload")
         L.llama_backend_init()
-        model = L.llama_model_load_from_file(str(spec.path).encode(), L.llama_model_default_params())
+        params = L.llama_model_default_params()
+        keep = _apply(offload, params)  # the tensor split must outlive the load call
+        model = L.llama_model_load_from_file(str(spec.path).encode(), params)
+        del keep
         if not model:
             raise EngineError(f"llama.cpp failed to load model {spec.path.name}")
         context = L.llama_init_from_model(model, self._context_params(spec))
@@ -121,8 +134,10 @@ class LlamaCppEngine:
             L.llama_free(context)
             L.llama_model_free(model)
             raise EngineError(f"llama.cpp gave each sequence fewer than {spec.num_ctx} tokens")
+        size = sum(spec.split.values()) or os.path.getsize(spec.path)  # the estimate, when placed
+        placement = dict(spec.split) if offload.uses_gpu else {"cpu": size}
         loaded = LlamaCppModel(
-            model, context, self._loop, on_steps, num_ctx=spec.num_ctx, size=os.path.getsize(spec.path)
+            model, context, self._loop, on_steps, num_ctx=spec.num_ctx, placement=placement
         )
         self._loop.add(loaded)
         return loaded
@@ -143,3 +158,15 @@ class LlamaCppEngine:
             params.type_k = params.type_v = kv_type
         params.no_perf = True
         return params
+
+
+def _apply(offload: Offload, params: Any) -> Any:
+    """Set llama.cpp's model parameters for `offload`; returns what must stay alive meanwhile."""
+    params.n_gpu_layers = offload.n_gpu_layers
+    params.split_mode = L.LLAMA_SPLIT_MODE_NONE if offload.split_mode == "none" else L.LLAMA_SPLIT_MODE_LAYER
+    params.main_gpu = offload.main_gpu
+    if not offload.tensor_split:
+        return None
+    shares = (ctypes.c_float * L.LLAMA_MAX_DEVICES)(*offload.tensor_split[: L.LLAMA_MAX_DEVICES])
+    params.tensor_split = shares
+    return shares

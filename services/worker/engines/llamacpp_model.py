@@ -55,13 +55,19 @@ class _Sequence:
 
 
 class LlamaCppModel:
-    size_vram = 0
-
     def __init__(
-        self, model: Any, context: Any, loop: EngineLoop, on_steps: OnSteps, *, num_ctx: int, size: int
+        self,
+        model: Any,
+        context: Any,
+        loop: EngineLoop,
+        on_steps: OnSteps,
+        *,
+        num_ctx: int,
+        placement: dict[str, int],
     ) -> None:
-        self.size = size
-        self.placement = {"cpu": size}  # llama.cpp on the CPU: all of it in system memory
+        self.placement = placement  # bytes on each device, as the scheduler's split planned them
+        self.size = sum(placement.values())
+        self.size_vram = sum(size for device, size in placement.items() if device != "cpu")
         self.n_ctx = num_ctx  # llama.cpp pads sequences; each stops where Ollama's would
         self._model, self._ctx, self._loop, self._on_steps = model, context, loop, on_steps
         self._vocab = L.llama_model_get_vocab(model)
