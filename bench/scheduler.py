@@ -2,8 +2,9 @@
 
     P5  one placement decision at 1,000 workers × 10 models: median and p99 in ms    (target < 1 ms)
         - `place` alone, on the view `Fleet.workers()` builds from 1,000 heartbeats, for a
-          request that dispatches, one that waits (every slot of its model busy) and one
-          that loads (its model resident nowhere);
+          request that dispatches, one whose model has every slot busy (it waits with
+          CORRAL_MAX_REPLICAS=1, else it gets a replica) and one that loads (its model
+          resident nowhere);
         - that view after one worker's heartbeat (each worker's part is kept until it
           changes), and built from scratch (1,000 heartbeats into a new fleet);
         - a whole `Scheduler.handle(Arrived(...))` step after 1,000 `Heartbeat` events: the
@@ -45,7 +46,7 @@ from bench.stack import MODEL, launched_stack, report
 from services.protocol import CommandResult, Device, GenerationRequest, ModelRef, ResidentModel, WorkerState
 from services.scheduler.core import Arrived, Heartbeat, Run, RunAnswered, Scheduler
 from services.scheduler.fleet import Fleet
-from services.scheduler.placement import Want, Worker, place
+from services.scheduler.placement import Policy, Want, Worker, place
 
 GiB = 1 << 30
 WORKERS = 1_000
@@ -130,16 +131,18 @@ def bench_place(states: list[WorkerState]) -> dict[str, Any]:
     for state in states:
         fleet.update(state, 0.0)
     workers: list[Worker] = fleet.workers()
+    busy = Want(digest(9), NUM_CTX, MODEL_SIZE, SLOTS)  # every slot of model 9 is busy
     cases = {
-        "dispatch": Want(digest(0), NUM_CTX, MODEL_SIZE, SLOTS),
-        "wait": Want(digest(9), NUM_CTX, MODEL_SIZE, SLOTS),
-        "load": Want(digest(MODELS), NUM_CTX, MODEL_SIZE, SLOTS),
+        "dispatch": (Want(digest(0), NUM_CTX, MODEL_SIZE, SLOTS), Policy()),
+        "wait": (busy, Policy(max_replicas=1)),  # Ollama's one instance: it waits
+        "replica": (busy, Policy()),  # a replica on a worker with room
+        "load": (Want(digest(MODELS), NUM_CTX, MODEL_SIZE, SLOTS), Policy()),
     }
     figures: dict[str, Any] = {}
-    for name, want in cases.items():
+    for name, (want, policy) in cases.items():
         figures[f"place_{name}"] = {
-            "decision": type(place(workers, want)).__name__,
-            **percentiles(timed(partial(place, workers, want))),
+            "decision": type(place(workers, want, policy)).__name__,
+            **percentiles(timed(partial(place, workers, want, policy))),
         }
     figures["fleet_view_after_one_heartbeat"] = percentiles(
         timed(partial(one_heartbeat, fleet, states), STEPS)

@@ -80,9 +80,13 @@ class Stack:
     def start_service(self, name: str, module: str | None = None, env: dict[str, str] | None = None) -> None:
         """Start `python -m services.<module>` (default: `name`), known here as `name`, with `env`
         over the stack's environment."""
+        self.start_process(name, ["-m", f"services.{module or name}"], env)
+
+    def start_process(self, name: str, arguments: list[str], env: dict[str, str] | None = None) -> None:
+        """Start `python <arguments>` in the stack's environment (`env` over it), known as `name`."""
         log = (self.root / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{module or name}"],
+            [sys.executable, *arguments],
             env={**self.env(), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,

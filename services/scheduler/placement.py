@@ -159,8 +159,8 @@ def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> D
         if any(i.loading for _, i in matching):
             return Wait("model loading")
         if not policy.max_replicas or len(matching) < policy.max_replicas:
-            holders = {w.id for w, i in matching} | {w.id for w in workers if _holds(w, want.digest)}
-            replica = _load_where_it_fits([w for w in workers if w.id not in holders], want, policy)
+            others = [w for w in workers if not _holds(w, want.digest)]
+            replica = _load_where_it_fits(others, want, policy)
             if replica is not None:
                 return replica
         return Wait("all slots busy")
