@@ -75,6 +75,12 @@ class ReplyRecorder:
         with self._lock:
             return list(self.replies.get(request_id, []))
 
+    def started_on(self) -> list[str]:
+        """The worker named by every Started seen, in no particular order."""
+        with self._lock:
+            replies = [reply for answers in self.replies.values() for reply in answers]
+        return [str(reply["worker_id"]) for reply in replies if reply.get("kind") == "started"]
+
     def started(self, request_id: str) -> int:
         """How many times a worker said it started `request_id`."""
         return sum(1 for reply in self.of(request_id) if reply.get("kind") == "started")

@@ -494,7 +494,7 @@ class Scheduler:
             return
         request_id, worker_id = self._drain
         pending = self._pending.get(request_id)
-        gone = worker_id not in self.worker_ids()  # dropped: a new plan is made if it still waits
+        gone = worker_id not in self._fleet  # dropped: a new plan is made if it still waits
         if pending is None or pending.loading_on or pending.dispatching or gone:
             self._fleet.undrain(worker_id)
             self._drain = None

@@ -58,6 +58,9 @@ class Fleet:
         """The workers silent for longer than `max_age` (still in the view: `drop` them)."""
         return [wid for wid, e in self._workers.items() if now - e.seen_at > max_age]
 
+    def __contains__(self, worker_id: str) -> bool:
+        return worker_id in self._workers
+
     def drop(self, worker_id: str) -> bool:
         """Forget a worker known to be gone; False if it was not in the view."""
         self._view = None

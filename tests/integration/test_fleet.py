@@ -64,12 +64,7 @@ def test_a_hundred_workers_serve_one_queue(fleet: Stack) -> None:
     try:
         answers = asyncio.run(burst(fleet.url, REQUESTS))
         assert [a.get("done_reason") for a in answers] == ["length"] * REQUESTS, answers[:3]
-        started = [
-            reply["worker_id"]
-            for request_id in list(replies.replies)
-            for reply in replies.of(request_id)
-            if reply.get("kind") == "started"
-        ]
+        started = replies.started_on()
         assert len(started) == REQUESTS  # each request started once
         assert len(set(started)) >= 10  # spread over the fleet by replicas, not queued on one
     finally:

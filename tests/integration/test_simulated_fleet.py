@@ -136,21 +136,11 @@ def test_a_second_worker_takes_a_replica_when_every_slot_is_busy(tmp_path: Path,
         asyncio.run(heartbeat(stack, lambda state: state.worker_id == "w2"))
         body = {"model": MODEL, "prompt": "Hi", "options": {"num_predict": 60}}  # 3 s at 20 tokens/s
         first_request = Background(stack.url, body)
-        until(lambda: started_on(replies) == ["w1"], what="the first request to start on w1")
+        until(lambda: replies.started_on() == ["w1"], what="the first request to start on w1")
         second_request = Background(stack.url, body)
-        until(lambda: sorted(started_on(replies)) == ["w1", "w2"], what="the second to start on w2")
+        until(lambda: sorted(replies.started_on()) == ["w1", "w2"], what="the second to start on w2")
         assert not first_request.chunks or first_request.chunks[-1].get("done") is not True
         assert first_request.join()[-1]["eval_count"] == second_request.join()[-1]["eval_count"] == 60
     finally:
         replies.close()
         stack.stop()
-
-
-def started_on(replies: ReplyRecorder) -> list[str]:
-    """The worker named by every Started seen, in no particular order."""
-    return [
-        str(reply["worker_id"])
-        for request_id in list(replies.replies)
-        for reply in replies.of(request_id)
-        if reply.get("kind") == "started"
-    ]
