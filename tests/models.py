@@ -44,6 +44,54 @@ To call one, answer only with JSON: {"name": <name>, "arguments": <object>}<|im_
 {{- end }}"""
 
 
+# A Hugging Face chat template in Qwen's style, for a GGUF of its own: tools in the system
+# prompt, calls between <tool_call> tags, thinking opened by the prompt when it is enabled.
+JINJA_THINKING_TOOLS_TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+{% if messages[0].role == 'system' %}{{ messages[0].content }}
+
+{% endif %}# Tools
+
+You may call one or more functions. Their signatures, within <tools></tools> XML tags:
+<tools>
+{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}</tools>
+
+For each function call, return a JSON object with the function name and arguments within \
+<tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% elif messages[0].role == 'system' %}<|im_start|>system
+{{ messages[0].content }}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}\
+<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% elif message.role == 'assistant' %}<|im_start|>assistant
+{% if message.thinking %}<think>
+{{ message.thinking }}
+</think>
+
+{% endif %}{{ message.content }}
+{%- for call in message.tool_calls or [] %}
+<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}
+</tool_call>
+{%- endfor %}<|im_end|>
+{% elif message.role == 'tool' %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% if enable_thinking is defined and enable_thinking %}<think>
+{% endif %}
+{%- endif %}"""
+
+
 def add_model(models: Path, name: str, template: str, system: str | None = None) -> None:
     """`name`: the bundled weights with `template` (and `system`) as its Ollama layers."""
     store = ModelStore(models)
@@ -62,6 +110,21 @@ def add_model(models: Path, name: str, template: str, system: str | None = None)
     store.write_manifest(
         parse_name(name), {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "layers": layers}
     )
+
+
+def with_chat_template(path: Path, template: str) -> Path:
+    """The bundled GGUF with `template` as its chat template (`tokenizer.chat_template`),
+    written to `path` by the gguf package's own metadata copier."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    source = bundled_gguf()
+    assert source is not None
+    reader = gguf.GGUFReader(str(source))
+    writer = gguf.GGUFWriter(str(path), str(reader.fields["general.architecture"].contents()))
+    new = {gguf.Keys.Tokenizer.CHAT_TEMPLATE: MetadataDetails(gguf.GGUFValueType.STRING, template)}
+    copy_with_new_metadata(reader, writer, new, remove_metadata=[])
+    return path
 
 
 def f16_weights(path: Path) -> Path:

@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import ahocorasick
+
 
 class StopMatcher:
     """Feed generated text piece by piece; text that could still begin a stop is held back.
 
     `feed` returns the text safe to send and whether a stop sequence was reached
     (the stop itself and anything after it are never sent, as in Ollama).
+
+    The stops are one Aho-Corasick automaton (pyahocorasick), so a piece costs the same
+    with one stop or 100,000 (a request may send that many): it is scanned once, with
+    what was held back, for every stop at the same time.
     """
 
     def __init__(self, stops: list[str]) -> None:
-        self._stops = [s for s in stops if s]
+        stops = [s for s in stops if s]
+        self._automaton: ahocorasick.Automaton | None = None
+        self._longest = max(map(len, stops), default=0)
         self._held = ""
+        if stops:
+            self._automaton = ahocorasick.Automaton()
+            for stop in stops:
+                self._automaton.add_word(stop, len(stop))
+            self._automaton.make_automaton()
 
     def feed(self, text: str) -> tuple[str, bool]:
+        if self._automaton is None:
+            return text, False
         buffer = self._held + text
-        hits = [i for i in (buffer.find(s) for s in self._stops) if i != -1]
-        if hits:
+        # A held suffix is shorter than the longest stop, so a stop that starts earlier than
+        # the first one found ends at most that many characters later: the earliest start wins.
+        starts = [end - length + 1 for end, length in self._automaton.iter(buffer)]
+        if starts:
             self._held = ""
-            return buffer[: min(hits)], True
+            return buffer[: min(starts)], True
         keep = self._longest_partial(buffer)
         self._held = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep], False
@@ -31,10 +48,8 @@ class StopMatcher:
 
     def _longest_partial(self, buffer: str) -> int:
         """Length of the longest suffix of `buffer` that is a proper prefix of a stop."""
-        best = 0
-        for stop in self._stops:
-            for n in range(min(len(stop) - 1, len(buffer)), best, -1):
-                if buffer.endswith(stop[:n]):
-                    best = n
-                    break
-        return best
+        assert self._automaton is not None
+        for n in range(min(self._longest - 1, len(buffer)), 0, -1):
+            if self._automaton.match(buffer[len(buffer) - n :]):  # a prefix of some stop
+                return n
+        return 0

@@ -14,7 +14,13 @@ import httpx
 import ollama
 import pytest
 
-from tests.models import THINKING_TOOLS_TEMPLATE, WEATHER, add_model
+from tests.models import (
+    JINJA_THINKING_TOOLS_TEMPLATE,
+    THINKING_TOOLS_TEMPLATE,
+    WEATHER,
+    add_model,
+    with_chat_template,
+)
 from tests.stack import MODEL, Stack
 
 # Forces the answer into a call of get_weather: a small model then calls the tool every time.
@@ -159,6 +165,55 @@ def test_thinking_is_separated_from_the_answer(parallel: Stack) -> None:
     assert not plain.message.thinking and plain.message.content
     # A thinking model thinks when not told otherwise (Ollama's default).
     default = client(parallel).chat(model="thinker:test", messages=messages, options=options)
+    assert default.message.thinking
+
+
+@pytest.fixture(scope="module")
+def jinja_model(parallel: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bundled GGUF with a Hugging Face chat template of its own (Qwen's style: tools, calls
+    between <tool_call> tags, thinking), created from the file as a user would: no Ollama
+    template layer, so its prompts go through the GGUF's own template."""
+    path = with_chat_template(tmp_path_factory.mktemp("jinja") / "model.gguf", JINJA_THINKING_TOOLS_TEMPLATE)
+    client(parallel).create("jinja:test", files={"model.gguf": client(parallel).create_blob(path)})
+    return "jinja:test"
+
+
+def weather_call(city: str) -> dict:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": "get_weather", "arguments": {"city": city}}}]}  # fmt: skip
+
+
+def test_a_gguf_chat_template_says_what_the_model_can_do(parallel: Stack, jinja_model: str) -> None:
+    assert client(parallel).show(jinja_model).capabilities == ["completion", "tools", "thinking"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_tool_calls_between_a_gguf_templates_tags(parallel: Stack, jinja_model: str, stream: bool) -> None:
+    # Two calls in the history, rendered back through the template, show the model the way.
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"}, weather_call("Paris"),
+        {"role": "user", "content": "Weather in Rome?"}, weather_call("Rome"),
+        {"role": "user", "content": "Weather in Oslo?"},
+    ]  # fmt: skip
+    parts = client(parallel).chat(
+        model=jinja_model, messages=messages, tools=[WEATHER], options=GREEDY, stream=stream, think=False
+    )
+    replies = list(parts) if stream else [parts]
+    calls = [call for reply in replies for call in reply.message.tool_calls or []]
+    assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Oslo"})
+    ]
+    assert "<tool_call>" not in "".join(r.message.content for r in replies)
+
+
+def test_thinking_through_a_gguf_template(parallel: Stack, jinja_model: str) -> None:
+    messages = [{"role": "user", "content": "Is 7 a prime number?"}]
+    options = {**GREEDY, "num_predict": 40}
+    thought = client(parallel).chat(model=jinja_model, messages=messages, think=True, options=options)
+    assert thought.message.thinking and "<think>" not in thought.message.thinking
+    plain = client(parallel).chat(model=jinja_model, messages=messages, think=False, options=options)
+    assert not plain.message.thinking and plain.message.content and "<think>" not in plain.message.content
+    default = client(parallel).chat(model=jinja_model, messages=messages, options=options)
     assert default.message.thinking
 
 

@@ -84,16 +84,21 @@ def test_seed_and_temperature_make_output_repeatable(stack: Stack) -> None:
 
 
 def test_stop_sequence_ends_generation(stack: Stack) -> None:
-    body = {
-        "model": MODEL,
-        "prompt": "1, 2, 3, 4, 5, 6, 7,",
-        "raw": True,
-        "stream": False,
-        "options": {"num_predict": 40, "temperature": 0, "stop": ["9"]},
-    }
-    result = httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()
-    assert "9" not in result["response"]
+    def counted(stops: list[str]) -> dict:
+        body = {
+            "model": MODEL,
+            "prompt": "1, 2, 3, 4, 5, 6, 7,",
+            "raw": True,
+            "stream": False,
+            "options": {"num_predict": 40, "temperature": 0, "stop": stops},
+        }
+        return httpx.post(f"{stack.url}/api/generate", json=body, timeout=60).json()
+
+    result = counted(["9"])
+    assert "9" not in result["response"] and "8" in result["response"]
     assert result["done_reason"] == "stop"
+    # A request may send 100,000 stops (1.2 MB of them): the same answer, stopped at the same place.
+    assert counted([f"never{n:06d}" for n in range(99_999)] + ["9"])["response"] == result["response"]
 
 
 def test_official_ollama_client_works_unmodified(stack: Stack) -> None:

@@ -18,8 +18,23 @@ from services.worker.stops import StopMatcher
         (["END"], ["abc E", "N", "x"], "abc ENx", False),
         (["<|im_end|>"], ["hi<|im", "_end|>more"], "hi", True),
         (["ab", "b"], ["xb"], "x", True),
+        (["abcd", "bc"], ["xab", "cd"], "x", True),
+        (["", "END"], ["a", "b"], "ab", False),
+        (["a" + str(n).zfill(7) for n in range(100_000)], ["say a000", "1234 now"], "say ", True),
+        (["a" + str(n).zfill(7) for n in range(100_000)], ["say a000", "x"], "say a000x", False),
     ],
-    ids=["no-stops", "newline", "split-over-pieces", "false-alarm", "special", "earliest"],
+    ids=[
+        "no-stops",
+        "newline",
+        "split-over-pieces",
+        "false-alarm",
+        "special",
+        "earliest",
+        "earliest-start-not-first-end",
+        "empty-stop-ignored",
+        "100k-stops-hit",
+        "100k-stops-held-then-sent",
+    ],
 )
 def test_stop_matcher(stops: list[str], pieces: list[str], sent: str, stopped: bool) -> None:
     matcher = StopMatcher(stops)
