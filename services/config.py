@@ -46,6 +46,15 @@ DEFAULT_ORIGINS = (
     "vscode-webview://*",
     "vscode-file://*",
 )
+# The schemes an origin without `*` must start with (gin-contrib/cors with AllowBrowserExtensions).
+ORIGIN_SCHEMES = (
+    "http://",
+    "https://",
+    "chrome-extension://",
+    "safari-extension://",
+    "moz-extension://",
+    "ms-browser-extension://",
+)
 KV_CACHE_TYPES = ("", "f16", "q8_0", "q4_0")
 ENGINES = ("auto", "llamacpp", "simulated")  # the engines this build has; a GPU engine adds itself here
 MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS=0: Ollama's automatic limit, per GPU (and on CPU)
@@ -192,9 +201,15 @@ def _text(_: str, value: str) -> str:
     return value
 
 
-def _origins(_: str, value: str) -> tuple[str, ...]:
-    """Extra CORS origins, put before Ollama's own list."""
-    return tuple(o.strip() for o in value.split(",") if o.strip()) + DEFAULT_ORIGINS
+def _origins(name: str, value: str) -> tuple[str, ...]:
+    """Extra CORS origins, put before Ollama's own list. Those Ollama refuses to start with
+    (gin-contrib/cors: at most one `*`, else a scheme it knows) are refused here too."""
+    origins = tuple(o.strip() for o in value.split(",") if o.strip())
+    for origin in origins:
+        if origin.count("*") > 1 or ("*" not in origin and not origin.startswith(ORIGIN_SCHEMES)):
+            accepted = "origins with at most one '*', or starting with " + ", ".join(ORIGIN_SCHEMES)
+            raise ConfigError(name, origin, accepted)
+    return origins + DEFAULT_ORIGINS
 
 
 def _worker_id(name: str, value: str) -> str:

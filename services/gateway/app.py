@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import telemetry
 from services.config import Settings
 from services.gateway import anthropic, changes, errors, info, measure, native, openai, responses, scrape
+from services.gateway.cors import Cors
 from services.gateway.guard import Guard
 from services.gateway.relay import Relay
 from services.gateway.state import GatewayState
@@ -42,15 +41,13 @@ def create_app(settings: Settings) -> FastAPI:
     own_version = corral_version()
     app = FastAPI(title="corral", version=own_version, lifespan=lifespan)
     app.state.corral = state
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origin_regex=_origins_regex(settings.origins),
-        allow_methods=["*"],
-        allow_headers=["*"],
-    )
     errors.install(app)
     app.add_middleware(VersionHeader, version=own_version)
-    app.add_middleware(Guard, bound_host=settings.host.host)  # outermost: before CORS and routes
+    # Ollama's order (r.Use(cors.New(...), allowedHostsMiddleware(...))): CORS outermost, then
+    # the Host rule. A refused origin is 403 before anything; an allowed preflight is 204
+    # whatever the Host; the Host rule's own 403 carries the allowed origin's headers.
+    app.add_middleware(Guard, bound_host=settings.host.host)
+    app.add_middleware(Cors, origins=settings.origins)
 
     app.include_router(info.router)
     app.include_router(changes.router)
@@ -62,11 +59,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.scraper = scrape.Scraper()
         app.include_router(scrape.router)
     return app
-
-
-def _origins_regex(origins: tuple[str, ...]) -> str:
-    """OLLAMA_ORIGINS patterns (with `*` wildcards) as one anchored regex."""
-    return "|".join("^" + re.escape(o).replace(r"\*", ".*") + "$" for o in origins)
 
 
 class VersionHeader:

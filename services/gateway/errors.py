@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -11,6 +13,9 @@ from services.gateway import measure
 from services.gateway.error_bodies import error_body
 from services.gateway.guard import MAX_BODY, BodyTooLarge
 from services.protocol.messages import ErrorCode
+from services.telemetry import log_event
+
+log = logging.getLogger("corral.gateway")
 
 QUEUE_FULL = "server busy, please try again.  maximum pending requests exceeded"
 
@@ -72,26 +77,31 @@ def failure(message: str, code: ErrorCode) -> ApiError:
     return ApiError(message, STATUS[code])
 
 
-def error_response(status: int, message: str, path: str = "") -> JSONResponse:
-    """An error as the route's API flavour words it (error_bodies), counted by status."""
+def error_response(request: Request, status: int, message: str) -> JSONResponse:
+    """An error as the route's API flavour words it (error_bodies), counted by status and
+    logged as one `error_response` line: method, path, status and the error text, never the
+    body. An exception no handler maps is not answered here: uvicorn logs its traceback."""
+    path = request.url.path
     measure.failed_response(status)
+    level = logging.ERROR if status >= 500 else logging.INFO
+    log_event(log, "error_response", level, method=request.method, path=path, status=status, error=message)
     return JSONResponse(error_body(status, message, path), status_code=status)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, request.url.path)
+        return error_response(request, exc.status, exc.message)
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
-        return error_response(413, f"request body too large: at most {MAX_BODY} bytes", request.url.path)
+        return error_response(request, 413, f"request body too large: at most {MAX_BODY} bytes")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail).lower(), request.url.path)
+        return error_response(request, exc.status_code, str(exc.detail).lower())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message = str(exc.errors()[0].get("msg", "invalid request"))
-        return error_response(400, message, request.url.path)
+        return error_response(request, 400, message)

@@ -3,8 +3,9 @@
 When the API is bound to a loopback address, a request whose Host header names
 anything but this machine (a loopback, private, unspecified or local address;
 `localhost`; the host name; a name under .localhost, .local or .internal) gets 403
-with no body, and such an allowed OPTIONS gets 204: a web page that rebinds its own
-name to 127.0.0.1 cannot talk to the API. Bound anywhere else, every Host is served.
+with no body, and an OPTIONS to such an allowed name (not an address) gets 204: a web
+page that rebinds its own name to 127.0.0.1 cannot talk to the API. Bound anywhere
+else, every Host is served. CORS (cors.py) runs before this, as in Ollama.
 Bodies larger than MAX_BODY are refused with 413 before they are read, bar blob uploads
 (UNLIMITED_PREFIX), which are streamed through to the store and never held whole.
 """
@@ -45,6 +46,16 @@ def host_allowed(host_header: str, local_addresses: frozenset[str], hostname: st
     return address.is_loopback or address.is_private or address.is_unspecified or host in local_addresses
 
 
+def names_an_address(host_header: str) -> bool:
+    """Whether a Host header names an IP address: Ollama passes those on to the routes,
+    and answers an OPTIONS to an allowed name itself (204)."""
+    try:
+        ipaddress.ip_address(_strip_port(host_header))
+    except ValueError:
+        return False
+    return True
+
+
 def _strip_port(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
@@ -76,7 +87,7 @@ class Guard:
             if not host_allowed(headers.get("host", ""), self.local, self.hostname):
                 await _status(send, 403)
                 return
-            if scope["method"] == "OPTIONS" and "origin" not in headers:
+            if scope["method"] == "OPTIONS" and not names_an_address(headers.get("host", "")):
                 await _status(send, 204)
                 return
         if scope["path"].startswith(UNLIMITED_PREFIX):

@@ -16,6 +16,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import httpx
 import pytest
 
 from services.config import ConfigError, load_settings
-from tests.stack import Stack
+from tests.stack import Stack, free_port
 from tests.watch import DEADLINE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +139,93 @@ def test_a_foreign_host_gets_403_while_bound_to_loopback(stack: Stack, host: str
     assert response.status_code == 403 and response.content == b""
 
 
+ALLOWED_ORIGIN = "http://localhost:3000"  # in Ollama's default list
+FOREIGN_ORIGIN = "https://evil.example"
+MISSING = {"model": "no-such-model:1", "prompt": "Hi", "stream": False}  # the route answers 404
+
+
+def mapped_errors(stack: Stack) -> int:
+    """The gateway's error_response lines for MISSING so far."""
+    return sum(
+        "error_response" in line and "no-such-model" in line for line in stack.log("gateway").splitlines()
+    )
+
+
+def test_a_foreign_origin_gets_403_and_its_request_never_runs(stack: Stack) -> None:
+    before = mapped_errors(stack)
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        refused = client.post(f"{stack.url}/api/generate", json=MISSING, headers={"Origin": FOREIGN_ORIGIN})
+        assert refused.status_code == 403 and refused.content == b""
+        assert mapped_errors(stack) == before  # the route, which would have said 404, did not run
+        answered = client.post(f"{stack.url}/api/generate", json=MISSING, headers={"Origin": ALLOWED_ORIGIN})
+    assert answered.status_code == 404 and "not found" in answered.json()["error"]
+    assert answered.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert answered.headers.get_list("vary") == ["Origin"]
+    assert mapped_errors(stack) == before + 1  # a bad request logs one line
+
+
+def test_an_allowed_preflight_gets_204_with_ollamas_headers(stack: Stack) -> None:
+    headers = {
+        "Origin": ALLOWED_ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        response = client.options(f"{stack.url}/api/generate", headers=headers)
+    assert response.status_code == 204 and response.content == b""
+    assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert response.headers["access-control-allow-methods"] == "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
+    assert response.headers["access-control-allow-headers"].startswith(
+        "Authorization,Content-Type,User-Agent,"
+    )
+    assert response.headers["access-control-max-age"] == "43200"
+    assert response.headers.get_list("vary") == [
+        "Origin",
+        "Access-Control-Request-Method",
+        "Access-Control-Request-Headers",
+    ]
+
+
+@pytest.fixture(scope="module")
+def faq_origins_url(stack: Stack) -> Iterator[str]:
+    """A second gateway on the stack, started with the FAQ's OLLAMA_ORIGINS example."""
+    example = re.search(r'OLLAMA_ORIGINS="([^"]+)" corral serve', FAQ_TEXT)
+    assert example, "the FAQ should show an OLLAMA_ORIGINS example"
+    port = free_port()
+    env = {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_ORIGINS": example[1]}
+    stack.start_service("gateway-origins", module="gateway", env=env)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + DEADLINE
+    try:
+        while not serving(url):
+            assert time.monotonic() < deadline, stack.log("gateway-origins")[-3000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        stack.stop_service("gateway-origins")
+
+
+def serving(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/version", timeout=5, trust_env=False).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [("https://chat.example.com", True), ("chrome-extension://abcdef", True), (ALLOWED_ORIGIN, True),
+     ("https://other.example.com", False), ("moz-extension://abcdef", False)],
+    ids=["exact", "extension-wildcard", "default-list-kept", "foreign", "other-extension"],
+)  # fmt: skip
+def test_the_faqs_ollama_origins_example(faq_origins_url: str, origin: str, allowed: bool) -> None:
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        response = client.get(f"{faq_origins_url}/api/version", headers={"Origin": origin})
+    if allowed:
+        assert response.status_code == 200 and response.headers["access-control-allow-origin"] == origin
+    else:
+        assert response.status_code == 403 and response.content == b""
+
+
 @pytest.mark.parametrize(
     ("env", "refused"),
     [({"OLLAMA_KV_CACHE_TYPE": "q8_0"}, True),
@@ -144,9 +233,13 @@ def test_a_foreign_host_gets_403_while_bound_to_loopback(stack: Stack, host: str
      ({"OLLAMA_KV_CACHE_TYPE": "q8_0", "OLLAMA_FLASH_ATTENTION": "1"}, False),
      ({"OLLAMA_KV_CACHE_TYPE": "q5_1", "OLLAMA_FLASH_ATTENTION": "1"}, True),
      ({"OLLAMA_DEBUG": "2"}, True),
-     ({"OLLAMA_DEBUG": "1", "CORRAL_METRICS": "1", "OLLAMA_FLASH_ATTENTION": "true"}, False)],
+     ({"OLLAMA_DEBUG": "1", "CORRAL_METRICS": "1", "OLLAMA_FLASH_ATTENTION": "true"}, False),
+     ({"OLLAMA_ORIGINS": "chat.example.com"}, True),
+     ({"OLLAMA_ORIGINS": "https://*.*.example.com"}, True),
+     ({"OLLAMA_ORIGINS": "*,https://*.example.com,moz-extension://abc"}, False)],
     ids=["quantized-cache-alone", "quantized-cache-flash-off", "quantized-cache-flash-on",
-         "unknown-cache-type", "debug-trace-level", "booleans"],
+         "unknown-cache-type", "debug-trace-level", "booleans", "origin-without-scheme",
+         "origin-with-two-wildcards", "origins-wildcards-and-extension"],
 )  # fmt: skip
 def test_the_settings_the_faq_says_are_refused(env: dict[str, str], refused: bool) -> None:
     if refused:

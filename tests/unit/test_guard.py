@@ -1,16 +1,20 @@
-"""Ollama's DNS-rebinding rule: which Host headers a loopback-bound API serves."""
+"""The front door: Ollama's DNS-rebinding rule (which Host headers a loopback-bound API serves),
+the body limit, and the one log line every error response the gateway maps writes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from services.gateway import anthropic_format, openai_format
+from services.gateway import anthropic_format, errors, openai_format
 from services.gateway.guard import MAX_BODY, Guard, host_allowed, is_loopback
 
 LOCAL = frozenset({"192.0.2.10"})  # the machine's own (non-private) address
@@ -91,3 +95,74 @@ def test_an_announced_oversized_body_is_refused_in_the_routes_own_words(
     body, expected = json.loads(sent[1]["body"]), body_of(error)
     body.pop("request_id", None), expected.pop("request_id", None)  # Anthropic's: fresh each time
     assert body == expected
+
+
+async def _route(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"route"})
+
+
+@pytest.mark.parametrize(
+    ("host", "method", "status"),
+    [
+        ("localhost:11434", "OPTIONS", 204),
+        ("ollama.local", "OPTIONS", 204),
+        ("127.0.0.1:11434", "OPTIONS", 200),
+        ("[::1]:11434", "OPTIONS", 200),
+        ("localhost:11434", "GET", 200),
+        ("evil.example", "OPTIONS", 403),
+    ],
+    ids=["name-options", "local-name-options", "address-options", "v6-address-options", "name-get",
+         "foreign-options"],
+)  # fmt: skip
+def test_an_options_to_an_allowed_name_is_answered_at_the_door(host: str, method: str, status: int) -> None:
+    """Ollama answers OPTIONS itself (204) for an allowed name; an address goes on to the routes."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": "/api/tags", "headers": [(b"host", host.encode())]}
+    asyncio.run(Guard(_route, "127.0.0.1")(scope, receive, send))
+    assert sent[0]["status"] == status
+
+
+def _error_app() -> FastAPI:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/api/generate")
+    async def generate(request: Request) -> None:
+        await request.body()
+        raise errors.NotFound("model 'missing' not found")
+
+    @app.post("/api/crash")
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "logged"),
+    [
+        ("/api/generate", 404, [("POST", "/api/generate", 404, "model 'missing' not found")]),
+        ("/api/nowhere", 404, [("POST", "/api/nowhere", 404, "not found")]),
+        ("/api/crash", 500, []),  # uvicorn logs its traceback: the mapping adds nothing
+    ],
+    ids=["route-error", "unknown-route", "unhandled-exception"],
+)
+def test_an_error_response_logs_one_line_without_the_body(
+    caplog: pytest.LogCaptureFixture, path: str, status: int, logged: list[tuple[str, str, int, str]]
+) -> None:
+    caplog.set_level(logging.INFO, "corral.gateway")
+    client = TestClient(_error_app(), raise_server_exceptions=False)
+    response = client.post(path, json={"model": "missing", "prompt": "a secret prompt"})
+    assert response.status_code == status
+    lines = [r for r in caplog.records if r.msg == "error_response"]
+    fields = [r.fields for r in lines]  # type: ignore[attr-defined]
+    assert [(f["method"], f["path"], f["status"], f["error"]) for f in fields] == logged
+    assert "secret" not in caplog.text
