@@ -6,7 +6,7 @@ from importlib import metadata
 
 # The Ollama release whose API corral implements: what /api/version reports, since clients gate
 # features (thinking, tools, logprobs) on it.
-OLLAMA_API_VERSION = "0.13.0"
+OLLAMA_API_VERSION = "0.14.0"  # the first with everything corral serves (/v1/messages came in 0.14.0)
 
 
 def corral_version() -> str:

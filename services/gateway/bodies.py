@@ -81,6 +81,7 @@ class _GenerationBody(_Body):
     top_logprobs: int = 0
     truncate: bool | None = None
     shift: bool | None = None
+    debug_render_only: bool = Field(False, alias="_debug_render_only")  # the prompt, not an answer
 
 
 class GenerateBody(_GenerationBody):

@@ -134,7 +134,7 @@ class Measured:
             time_to_first_token.record(now - self._start, self.attributes)
         elif isinstance(event, Done):
             self._span.set_attribute("gen_ai.response.finish_reasons", [event.done_reason])
-            if event.done_reason not in ("load", "unload"):
+            if event.done_reason not in ("load", "unload", "render"):
                 self._tokens(event.prompt_eval_count, event.eval_count)
                 if self._first is not None and event.eval_count > 1:
                     per_token = (now - self._first) / (event.eval_count - 1)

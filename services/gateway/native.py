@@ -98,6 +98,9 @@ async def _respond(
     if isinstance(first, Failed):
         await running.close()
         raise failure(first.error, first.code)
+    if generation.action == "render":  # one object, streamed or not, as Ollama answers it
+        _, done = await running.whole(first)
+        return JSONResponse(ollama_format.rendered(kind, model, done))
     if stream is False:
         parts, done = await running.whole(first)
         stats = Stats(total=running.timing.total, load=running.timing.load)

@@ -71,6 +71,18 @@ def final(kind: Kind, model: str, done: Done, stats: Stats, parts: Sequence[Chun
     return body
 
 
+def rendered(kind: Kind, model: str, done: Done) -> dict[str, Any]:
+    """A `_debug_render_only` answer: Go's zero response (done false) with `_debug_info`."""
+    body: dict[str, Any] = {"model": model, "created_at": created_at()}
+    if kind == "generate":
+        body["response"] = ""
+    else:
+        body["message"] = {"role": "", "content": ""}
+    body["done"] = False
+    body["_debug_info"] = {"rendered_template": done.rendered or ""}  # image_count: omitempty, no vision
+    return body
+
+
 def _response(
     kind: Kind,
     model: str,

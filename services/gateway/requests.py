@@ -28,7 +28,7 @@ from services.gateway.state import GatewayState
 from services.protocol import GenerationRequest, ModelRef
 from services.protocol.messages import Capability, Think
 
-Action = Literal["generate", "load", "unload"]
+Action = Literal["generate", "load", "unload", "render"]
 
 
 async def generate_request(state: GatewayState, body: GenerateBody) -> GenerationRequest:
@@ -48,7 +48,7 @@ async def generate_request(state: GatewayState, body: GenerateBody) -> Generatio
     _require(model, body.model, "generate", wanted)
     return GenerationRequest(
         kind="generate",
-        action=_action(bool(body.prompt), keep_alive),
+        action=_action(bool(body.prompt), keep_alive, body.debug_render_only),
         model=model,
         prompt=body.prompt,
         system=body.system,
@@ -83,7 +83,7 @@ async def chat_request(
     _require(model, body.model, "chat", wanted)
     return GenerationRequest(
         kind="chat",
-        action=_action(bool(messages), keep_alive),
+        action=_action(bool(messages), keep_alive, body.debug_render_only),
         model=model,
         messages=messages,
         tools=body.tools or None,
@@ -145,8 +145,9 @@ def _require(model: ModelRef, name: str, route: str, wanted: list[Capability]) -
         raise BadRequest(f"{model.full_name} does not support {', '.join(missing)}")
 
 
-def _action(has_input: bool, keep_alive: float | None) -> Action:
-    """Empty input loads the model (done_reason "load"); with keep_alive 0 it unloads it."""
+def _action(has_input: bool, keep_alive: float | None, render_only: bool = False) -> Action:
+    """Empty input loads the model (done_reason "load"); with keep_alive 0 it unloads it.
+    `_debug_render_only` asks for the prompt the template makes, without generating."""
     if has_input:
-        return "generate"
+        return "render" if render_only else "generate"
     return "unload" if keep_alive == 0 else "load"

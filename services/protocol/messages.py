@@ -178,7 +178,8 @@ class GenerationRequest(Message):
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     kind: Literal["generate", "chat", "embed"]
-    action: Literal["generate", "load", "unload"] = "generate"
+    # load/unload: the model only (empty input); render: the prompt only (_debug_render_only)
+    action: Literal["generate", "load", "unload", "render"] = "generate"
     model: ModelRef
     # generate
     prompt: str = ""
@@ -246,13 +247,14 @@ class Done(Message):
     means the whole answer arrived."""
 
     kind: Literal["done"] = "done"
-    done_reason: Literal["stop", "length", "load", "unload", "cancel"]
+    done_reason: Literal["stop", "length", "load", "unload", "cancel", "render"]
     chunks: int = 0
     prompt_eval_count: int = 0
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
     context: list[int] | None = None  # generate (not raw): prompt and answer tokens, to continue
+    rendered: str | None = None  # "render": the prompt the model's template made, nothing generated
 
 
 class Embeddings(Message):

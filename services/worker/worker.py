@@ -36,7 +36,7 @@ from services.worker import measure
 from services.worker.engines.base import Engine, EngineError, InvalidJob, Job, LoadedModel, LoadSpec, Step
 from services.worker.generation import Generation, max_tokens, sampling_for
 from services.worker.handoff import Outbox, StepInbox
-from services.worker.prompt import INPUT_TOO_LONG, PromptError, build_prompt
+from services.worker.prompt import INPUT_TOO_LONG, PromptError, build_prompt, render
 from services.worker.residency import Instance, Residency
 from services.worker.stops import StopMatcher
 
@@ -215,6 +215,10 @@ class Worker:
             assert loaded is not None
             if request.kind == "embed":
                 await self._embed(request, loaded, instance.num_ctx)
+                return
+            if request.action == "render":
+                text = render(request, loaded, instance.num_ctx).text
+                self._send(reply, Done(done_reason="render", rendered=text))
                 return
             done = await self._generate(running, loaded)
             self._send(reply, done)

@@ -225,15 +225,66 @@ def test_thinking_through_a_gguf_template(parallel: Stack, jinja_model: str) -> 
          "registry.ollama.ai/library/smollm2:135m does not support insert"),
         ("/api/generate", {"prompt": "What is this?", "images": ["aGVsbG8="]},
          "registry.ollama.ai/library/smollm2:135m does not support vision"),
+        ("/api/chat", {"messages": [{"role": "user", "content": "What is this?", "images": ["aGVsbG8="]}]},
+         "registry.ollama.ai/library/smollm2:135m does not support vision"),
         ("/api/generate", {"prompt": "Hi", "top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
         ("/api/generate", {"prompt": "Hi", "format": "yaml"},
          'invalid format: "\\"yaml\\""; expected "json" or a valid JSON Schema object'),
     ],
-    ids=["think", "suffix", "images", "top-logprobs", "format"],
+    ids=["think", "suffix", "images", "chat-images", "top-logprobs", "format"],
 )  # fmt: skip
 def test_what_the_model_cannot_do_is_a_400(parallel: Stack, path: str, body: dict, error: str) -> None:
     response = httpx.post(f"{parallel.url}{path}", json={"model": MODEL, **body}, timeout=60)
     assert (response.status_code, response.json()) == (400, {"error": error})
+
+
+@pytest.mark.parametrize("nothing", [[], ""], ids=["empty-list", "empty-string"])
+def test_embedding_nothing_is_no_embeddings(parallel: Stack, nothing: list | str) -> None:
+    response = httpx.post(f"{parallel.url}/api/embed", json={"model": MODEL, "input": nothing}, timeout=60)
+    assert (response.status_code, response.json()) == (200, {"model": MODEL, "embeddings": []})
+
+
+def test_a_requests_template_and_system_replace_the_models(parallel: Stack) -> None:
+    """`template` and `system` on a generate: the prompt becomes exactly what they render."""
+    options = {**GREEDY, "num_predict": 8}
+    templated = client(parallel).generate(
+        model=MODEL,
+        prompt="red, green,",
+        system="Colours:",
+        template="{{ .System }} {{ .Prompt }}",
+        options=options,
+    )
+    raw = client(parallel).generate(model=MODEL, prompt="Colours: red, green,", raw=True, options=options)
+    assert (templated.prompt_eval_count, templated.response) == (raw.prompt_eval_count, raw.response)
+    default = client(parallel).generate(model=MODEL, prompt="red, green,", options=options)
+    assert default.prompt_eval_count != raw.prompt_eval_count  # the model's own template and system
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream-asked"])
+def test_debug_render_only_answers_the_prompt_and_generates_nothing(parallel: Stack, stream: bool) -> None:
+    generate = {
+        "model": MODEL,
+        "prompt": "Hi",
+        "system": "Be brief.",
+        "stream": stream,
+        "_debug_render_only": True,
+    }
+    answer = httpx.post(f"{parallel.url}/api/generate", json=generate, timeout=60).json()
+    expected = (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert (answer["response"], answer["done"], answer["_debug_info"]) == (
+        "",
+        False,
+        {"rendered_template": expected},
+    )
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    chat = {"model": MODEL, "messages": messages, "stream": stream, "_debug_render_only": True}
+    answer = httpx.post(f"{parallel.url}/api/chat", json=chat, timeout=60).json()
+    assert (
+        answer["message"] == {"role": "", "content": ""}
+        and answer["_debug_info"]["rendered_template"] == expected
+    )
 
 
 def test_embeddings_are_deterministic_and_normalised(parallel: Stack) -> None:

@@ -10,10 +10,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import nats
+import ollama
+import openai
 import pytest
 
 from corral.nats_server import version
@@ -163,6 +166,29 @@ def test_keep_alive_zero_with_empty_prompt_unloads(stack: Stack) -> None:
     ).json()
     assert response["done_reason"] == "unload" and response["response"] == ""
     until(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], what="unload")
+
+
+def test_chat_with_no_messages_loads_and_with_keep_alive_zero_unloads(stack: Stack) -> None:
+    client = ollama.Client(host=stack.url)
+    loaded = client.chat(model=MODEL, messages=[])
+    assert (loaded.done, loaded.done_reason, loaded.message.role, loaded.message.content) == (
+        True, "load", "assistant", "")  # fmt: skip
+    assert [m["model"] for m in httpx.get(f"{stack.url}/api/ps").json()["models"]] == [MODEL]
+    unloaded = client.chat(model=MODEL, messages=[], keep_alive=0)
+    assert (unloaded.done, unloaded.done_reason, unloaded.message.content) == (True, "unload", "")
+    until(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], what="unload")
+
+
+def test_keep_alive_is_honoured_on_the_openai_routes(stack: Stack) -> None:
+    """Ollama ignores it there (its #9355); corral takes it from the body as on /api/*."""
+    client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused")
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+                                   extra_body={"keep_alive": "1h"})  # fmt: skip
+    (model,) = httpx.get(f"{stack.url}/api/ps").json()["models"]
+    expires_in = datetime.fromisoformat(model["expires_at"]) - datetime.now(UTC)
+    assert model["model"] == MODEL and expires_in > timedelta(minutes=30)  # not the default 5 minutes
+    client.completions.create(model=MODEL, prompt="Hi", max_tokens=2, extra_body={"keep_alive": 0})
+    until(lambda: httpx.get(f"{stack.url}/api/ps").json()["models"] == [], what="keep_alive 0 to unload")
 
 
 def test_only_the_scheduler_creates_and_sizes_the_request_stream(tmp_path: Path, nats_binary: Path) -> None:
