@@ -84,9 +84,10 @@ async def show(request: Request) -> dict[str, Any]:
         "template": model.template or "",
         "system": body.system or model.system or "",
         "details": shown.details.model_dump(),
-        "model_info": shown.model_info,
-        "capabilities": model.capabilities,
         "messages": [{"role": m.role, "content": m.content} for m in model.messages],
+        "model_info": shown.model_info,
+        "tensors": [t.model_dump() for t in shown.tensors],
+        "capabilities": model.capabilities,
         "modified_at": _rfc3339(shown.modified_at),
     }
     return {k: v for k, v in answer.items() if v or k == "model_info"}  # Go's omitempty

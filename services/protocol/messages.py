@@ -483,6 +483,14 @@ class ShowRequest(Message):
     verbose: bool = False
 
 
+class TensorInfo(Message):
+    """One tensor of a model file, as /api/show lists it."""
+
+    name: str
+    type: str  # GGML's name: "Q4_K", "F32", …
+    shape: list[int]
+
+
 class ShowResult(Message):
     """What /api/show tells of a model; `model` is None when the name is unknown or invalid."""
 
@@ -495,6 +503,7 @@ class ShowResult(Message):
     license: str = ""
     modelfile: str = ""
     modified_at: float = 0.0
+    tensors: list[TensorInfo] = Field(default_factory=list)
 
 
 class CatalogList(Message):

@@ -23,10 +23,11 @@ from services.protocol import (
     Options,
     ResolveResult,
     ShowResult,
+    TensorInfo,
 )
 from services.protocol.messages import ErrorCode
 from services.registry.capabilities import capabilities
-from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata
+from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata, read_tensors
 from services.registry.names import InvalidName, parse_name
 from services.registry.store import (
     ADAPTER_MEDIA_TYPE,
@@ -145,20 +146,22 @@ def show(store: ModelStore, name: str, verbose: bool) -> ShowResult:
     ref = model_ref(store, found)
     licenses = found.text_layers(store, LICENSE_MEDIA_TYPE)
     parameters = _parameters(found.text_layer(store, PARAMS_MEDIA_TYPE))
+    weights = store.blob(found.weights_digest)
     return ShowResult(
         model=ref,
         details=details(store, found),
-        model_info=model_info(gguf_metadata(store.blob(found.weights_digest)), verbose),
+        model_info=model_info(whole_gguf_metadata(weights) if verbose else gguf_metadata(weights), verbose),
         parameters=parameters_text(parameters),
         license="\n".join(licenses),
         modelfile=modelfile(ref, found, store, parameters, licenses),
         modified_at=found.modified_at,
+        tensors=gguf_tensors(weights),
     )
 
 
 def model_info(metadata: dict[str, Any], verbose: bool) -> dict[str, Any]:
-    """The GGUF key/values as /api/show gives them: long arrays empty unless verbose (and arrays
-    longer than the registry reads stay empty even then)."""
+    """The GGUF key/values as /api/show gives them: long arrays empty unless verbose (metadata
+    read with its arrays cut short has them empty even then)."""
     info: dict[str, Any] = {}
     for key, value in metadata.items():
         if key in HIDDEN_KEYS:
@@ -227,6 +230,23 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
         return read_metadata(path)
     except (OSError, NotGguf):
         return {}
+
+
+def whole_gguf_metadata(path: Path) -> dict[str, Any]:
+    """Every array whole (the vocabulary too), for a verbose /api/show: read each time, not kept."""
+    try:
+        return read_metadata(path, arrays_kept=None)
+    except (OSError, NotGguf):
+        return {}
+
+
+@lru_cache(maxsize=64)
+def gguf_tensors(path: Path) -> list[TensorInfo]:
+    """The tensor table, as Ollama lists it in every /api/show of a GGUF model."""
+    try:
+        return [TensorInfo(name=t.name, type=t.type, shape=list(t.shape)) for t in read_tensors(path)]
+    except (OSError, NotGguf):
+        return []
 
 
 def _find(store: ModelStore, name: str) -> tuple[StoredModel | None, str, ErrorCode]:

@@ -8,7 +8,9 @@ over (their length is kept), which takes milliseconds.
 
 from __future__ import annotations
 
+import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,29 +48,50 @@ FILE_TYPES = (
 ).split()
 
 
+# GGML tensor type names by value, as Ollama's TensorType.String() gives them.
+TENSOR_TYPES = (
+    "F32 F16 Q4_0 Q4_1 unknown unknown Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS "
+    "IQ2_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M BF16 unknown unknown "
+    "unknown TQ1_0 TQ2_0 unknown unknown unknown MXFP4 NVFP4 Q1_0"
+).split()
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    type: str  # TENSOR_TYPES' name
+    shape: tuple[int, ...]  # as the file gives it, innermost dimension first
+
+
 def is_gguf(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(4) == MAGIC
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
+def read_metadata(path: Path, arrays_kept: int | None = ARRAY_KEPT) -> dict[str, Any]:
+    """`arrays_kept`: arrays longer than this become their length (None: every array whole)."""
     with path.open("rb") as f:
-        return _header(f, path.name)[0]
+        return _header(f, path.name, arrays_kept)[0]
+
+
+def read_tensors(path: Path) -> list[Tensor]:
+    """The tensor table that follows the key/values."""
+    with path.open("rb") as f:
+        _, count = _header(f, path.name, 0)
+        tensors = []
+        for _ in range(count):
+            name = _string(f)
+            shape = tuple(_read(f, "<Q") for _ in range(_read(f, "<I")))
+            kind = _read(f, "<I")
+            f.seek(8, 1)  # offset
+            type_name = TENSOR_TYPES[kind] if kind < len(TENSOR_TYPES) else "unknown"
+            tensors.append(Tensor(name, type_name, shape))
+        return tensors
 
 
 def parameter_count(path: Path) -> int:
     """The model's parameters: the elements of all its tensors (Ollama's general.parameter_count)."""
-    with path.open("rb") as f:
-        _, tensors = _header(f, path.name)
-        total = 0
-        for _ in range(tensors):
-            f.seek(_read(f, "<Q"), 1)  # name
-            elements = 1
-            for _ in range(_read(f, "<I")):
-                elements *= _read(f, "<Q")
-            f.seek(4 + 8, 1)  # type, offset
-            total += elements
-        return total
+    return sum(math.prod(t.shape) for t in read_tensors(path))
 
 
 def file_type(metadata: dict[str, Any]) -> str:
@@ -76,7 +99,7 @@ def file_type(metadata: dict[str, Any]) -> str:
     return FILE_TYPES[value] if isinstance(value, int) and 0 <= value < len(FILE_TYPES) else "unknown"
 
 
-def _header(f: IO[bytes], name: str) -> tuple[dict[str, Any], int]:
+def _header(f: IO[bytes], name: str, arrays_kept: int | None) -> tuple[dict[str, Any], int]:
     """The key/values and the tensor count; leaves `f` at the first tensor's description."""
     if f.read(4) != MAGIC:
         raise NotGguf(f"{name} is not a GGUF file")
@@ -85,18 +108,18 @@ def _header(f: IO[bytes], name: str) -> tuple[dict[str, Any], int]:
         raise NotGguf(f"{name}: GGUF version {version} is too old")
     tensors = _read(f, "<Q")
     count = _read(f, "<Q")
-    return {_string(f): _value(f, _read(f, "<I")) for _ in range(count)}, tensors
+    return {_string(f): _value(f, _read(f, "<I"), arrays_kept) for _ in range(count)}, tensors
 
 
-def _value(f: IO[bytes], kind: int) -> Any:
+def _value(f: IO[bytes], kind: int, arrays_kept: int | None = None) -> Any:
     if kind in _SCALARS:
         return _read(f, _SCALARS[kind])
     if kind == _STRING:
         return _string(f)
     if kind == _ARRAY:
         element, length = _read(f, "<I"), _read(f, "<Q")
-        if length <= ARRAY_KEPT:
-            return [_value(f, element) for _ in range(length)]
+        if arrays_kept is None or length <= arrays_kept:
+            return [_value(f, element, arrays_kept) for _ in range(length)]
         _skip(f, element, length)
         return SkippedArray(length)
     raise NotGguf(f"unknown GGUF value type {kind}")

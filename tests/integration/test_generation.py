@@ -318,6 +318,12 @@ def test_show_describes_the_model(stack: Stack) -> None:
     body = httpx.post(f"{stack.url}/api/show", json={"model": MODEL}, timeout=30).json()
     assert "tokenizer.chat_template" not in body["model_info"] and "general.name" not in body["model_info"]
     assert body["model_info"]["tokenizer.ggml.tokens"] == []  # long arrays are left out, as Ollama does
+    assert len(body["tensors"]) == 272  # 30 blocks of 9, the embedding and the output norm
+    assert body["tensors"][0] == {"name": "token_embd.weight", "type": "Q8_0", "shape": [576, 49152]}
+    verbose = httpx.post(f"{stack.url}/api/show", json={"model": MODEL, "verbose": True}, timeout=30).json()
+    verbose = verbose["model_info"]  # every array whole: the vocabulary too
+    assert len(verbose["tokenizer.ggml.tokens"]) == 49152
+    assert verbose["tokenizer.ggml.tokens"][:2] == ["<|endoftext|>", "<|im_start|>"]
 
 
 @pytest.mark.parametrize(
