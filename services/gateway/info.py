@@ -14,7 +14,7 @@ from faststream.nats import NatsBroker
 
 from services.gateway.bodies import ShowBody, documented, parse_body
 from services.gateway.errors import BadRequest, NotFound, Unavailable
-from services.protocol import QueueState, ResidentModel
+from services.protocol import CatalogEntry, QueueState, ResidentModel
 from services.version import OLLAMA_API_VERSION
 
 router = APIRouter()
@@ -118,11 +118,18 @@ async def tags(request: Request) -> dict[str, Any]:
                 "modified_at": _rfc3339(m.modified_at),
                 "size": m.size,
                 "digest": m.digest,
-                "details": m.details.model_dump(),
+                "details": _listed_details(m),
+                **({"capabilities": m.capabilities} if m.capabilities else {}),
             }
             for m in catalog.models
         ]
     }
+
+
+def _listed_details(model: CatalogEntry) -> dict[str, Any]:
+    """api.ModelDetails with the lengths only the model list fills (omitempty)."""
+    lengths = {"context_length": model.context_length, "embedding_length": model.embedding_length}
+    return model.details.model_dump() | {k: v for k, v in lengths.items() if v}
 
 
 def _running(model: ResidentModel, now: float) -> dict[str, Any]:

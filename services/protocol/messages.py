@@ -476,6 +476,10 @@ class CatalogEntry(Message):
     size: int
     modified_at: float
     details: ModelDetails = Field(default_factory=ModelDetails)
+    # Only /api/tags gives these (Ollama's model list reads them from the GGUF).
+    context_length: int = 0  # trained
+    embedding_length: int = 0
+    capabilities: list[Capability] = Field(default_factory=list)
 
 
 class ShowRequest(Message):

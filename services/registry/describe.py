@@ -114,13 +114,19 @@ def _messages(layer: str | None) -> list[ChatMessage]:
 
 
 def catalog_entry(store: ModelStore, found: StoredModel) -> CatalogEntry:
+    ref = model_ref(store, found)
+    metadata = gguf_metadata(store.blob(found.weights_digest))
+    embedding = metadata.get(f"{metadata.get('general.architecture')}.embedding_length")
     return CatalogEntry(
-        name=found.name.display_shortest,
+        name=ref.name,
         namespace=found.name.namespace,
         digest=found.manifest_digest,
         size=found.total_size,
         modified_at=found.modified_at,
-        details=details(store, found),
+        details=ref.details,
+        context_length=ref.context_length or 0,
+        embedding_length=embedding if isinstance(embedding, int) else 0,
+        capabilities=ref.capabilities,
     )
 
 

@@ -343,8 +343,11 @@ def test_tags_show_and_ps_describe_the_same_model(stack: Stack) -> None:
     ps = next(m for m in httpx.get(f"{stack.url}/api/ps").json()["models"] if m["name"] == MODEL)
     shown = httpx.post(f"{stack.url}/api/show", json={"model": MODEL}, timeout=30).json()
     assert tags["digest"] == ps["digest"]
-    assert tags["details"] == ps["details"] == shown["details"]
+    # Only the list gives the trained context and embedding lengths, and capabilities (as Ollama).
+    lengths = {"context_length": 8192, "embedding_length": 576}
+    assert tags["details"] == ps["details"] | lengths == shown["details"] | lengths
     assert tags["details"]["family"] == "llama" and tags["details"]["families"] == ["llama"]
+    assert tags["capabilities"] == shown["capabilities"] == ["completion", "tools"]
 
 
 async def test_client_disconnect_cancels_generation(stack: Stack) -> None:
