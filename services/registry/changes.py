@@ -1,11 +1,11 @@
 """Copying and deleting models, and asking for blobs, with Ollama's errors (CopyHandler,
-DeleteHandler, HeadBlobHandler)."""
+DeleteHandler, HeadBlobHandler). Blocking: the registry runs them on worker threads."""
 
 from __future__ import annotations
 
 from services.protocol import RegistryResult
 from services.registry.names import InvalidName, parse_name
-from services.registry.store import InvalidDigest, ModelStore
+from services.registry.store import InvalidDigest, ModelStore, OutsideStore
 
 
 def copy(store: ModelStore, source: str, destination: str) -> RegistryResult:
@@ -17,7 +17,11 @@ def copy(store: ModelStore, source: str, destination: str) -> RegistryResult:
         dst = parse_name(destination)
     except InvalidName:
         return RegistryResult(error=f'destination "{destination}" is invalid', code="invalid")
-    if not store.copy(src, dst):
+    try:
+        copied = store.copy(src, dst)
+    except OutsideStore as exc:
+        return RegistryResult(error=str(exc), code=exc.code)
+    if not copied:
         return RegistryResult(error=f'model "{source}" not found', code="not_found")
     return RegistryResult()
 
@@ -37,6 +41,8 @@ def head_blob(store: ModelStore, digest: str) -> RegistryResult:
         path = store.blob(digest)
     except InvalidDigest as exc:
         return RegistryResult(error=str(exc), code="invalid")
+    except OutsideStore as exc:
+        return RegistryResult(error=str(exc), code=exc.code)
     if not path.is_file():
         return RegistryResult(error=f'blob "{digest}" not found', code="not_found")
     return RegistryResult()

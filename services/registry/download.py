@@ -7,6 +7,10 @@ parts are in, the file is hashed: only a file with the right digest is renamed t
 name, so an unverified byte is never visible. One download runs per digest: in this process
 later askers join it; across hosts sharing the store, a lock file makes the second wait and
 then find the blob in place.
+
+Nothing here touches a file on the event loop: a download's file operations run, in the order
+they were asked, on one thread of its own (`_Fetch.io`), so a write still in flight when a
+part is cancelled always lands before its file is closed; the lock is waited for by polling.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import json
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from services.registry.remote import Remote, RemoteError
 from services.registry.store import ModelStore, sha256_file
@@ -35,8 +41,11 @@ RETRIES = 6  # attempts of one part before the download fails
 MAX_PAUSE = 10.0  # seconds between attempts, at most
 WRITE_BLOCK = 1024 * 1024  # bytes gathered before each write to the file
 SAVE_EVERY = 16 * 1024 * 1024  # bytes of progress between saves of the parts' state
+LOCK_POLL = 0.25  # seconds between two tries at a blob's lock another process holds
+_OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # a hidden file planted as a symlink is refused
 
 Listener = Callable[[int, int], None]  # (completed, total) bytes
+T = TypeVar("T")
 
 
 @dataclass
@@ -87,9 +96,9 @@ class Downloads:
         """Make blob `digest` present, telling `listener` the bytes as they arrive; True when it
         was there already. The download goes on if the caller is cancelled (a retry resumes
         it, or finds it done)."""
-        target = self._store.blob(digest)  # InvalidDigest for anything but sha256:<64 hex>
-        if target.exists():
-            size = target.stat().st_size
+        # InvalidDigest for anything but sha256:<64 hex>; OutsideStore for a link out of the store
+        target, size = await asyncio.to_thread(_present, self._store, digest)
+        if size is not None:
             listener(size, size)
             return True
         download = self._active.get(digest)
@@ -107,10 +116,11 @@ class Downloads:
 
     async def _run(self, remote: Remote, download: _Download, target: Path) -> None:
         try:
-            with await asyncio.to_thread(_locked, _beside(target, ".lock")):
-                if not target.exists():
-                    await _Fetch(remote, download, target).run()
-            download.completed = download.total = target.stat().st_size
+            async with _exclusive(_beside(target, ".lock")):
+                size = await asyncio.to_thread(_size, target)  # another host may have placed it
+                if size is None:
+                    size = await _Fetch(remote, download, target).run()
+            download.completed = download.total = size
             download.tell()
         finally:
             del self._active[download.digest]
@@ -127,15 +137,27 @@ class _Fetch:
         self.state = _beside(target, ".partial.json")
         self.parts: list[Part] = []
         self.unsaved = 0
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="blob-io")
 
-    async def run(self) -> None:
-        self.parts = self._resume() or plan_parts(await self.remote.blob_size(self.download.digest))
+    async def io(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on this download's file thread, after everything asked before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, work, *args)
+
+    async def run(self) -> int:
+        """Download the blob into place; its size."""
+        try:
+            return await self._run()
+        finally:
+            self._io.shutdown(wait=False)  # what is queued still runs (the closing of the file)
+
+    async def _run(self) -> int:
+        resumed = await self.io(self._resume)
+        self.parts = resumed or plan_parts(await self.remote.blob_size(self.download.digest))
         self.download.total = sum(p.size for p in self.parts)
         self.download.completed = sum(p.done for p in self.parts)
         self.download.tell()
-        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = await self.io(_open_sized, self.partial, self.download.total)
         try:
-            os.ftruncate(fd, self.download.total)
             try:
                 async with asyncio.TaskGroup() as parts:  # one failing part stops the others
                     for part in self.parts:
@@ -143,20 +165,18 @@ class _Fetch:
                             parts.create_task(self._part(fd, part))
             except* RemoteError as failed:
                 raise failed.exceptions[0] from None
-            await asyncio.to_thread(os.fsync, fd)
+            await self.io(os.fsync, fd)
         finally:
-            os.close(fd)
-            self._save()
-        got = await asyncio.to_thread(sha256_file, self.partial)
+            await self.io(self._close, fd, self._state())
+        got = await self.io(sha256_file, self.partial)
         if got != self.download.digest:
-            self.partial.unlink(missing_ok=True)
-            self.state.unlink(missing_ok=True)
+            await self.io(self._discard)
             message = (
                 f"digest mismatch, file must be downloaded again: want {self.download.digest}, got {got}"
             )
             raise RemoteError(message, "invalid")
-        os.replace(self.partial, self.target)
-        self.state.unlink(missing_ok=True)
+        await self.io(self._place)
+        return self.download.total
 
     async def _part(self, fd: int, part: Part) -> None:
         for attempt in range(RETRIES):
@@ -192,17 +212,25 @@ class _Fetch:
             return
         if part.done + len(data) > part.size:
             raise RemoteError("registry sent more bytes than asked for", retry=True)
-        await asyncio.to_thread(os.pwrite, fd, data, part.start + part.done)
+        await self.io(os.pwrite, fd, data, part.start + part.done)
         part.done += len(data)
         self.download.completed += len(data)
         self.unsaved += len(data)
         if self.unsaved >= SAVE_EVERY:
-            self._save()
+            self.unsaved = 0
+            await self.io(_save, self.state, self._state())
         self.download.tell()
 
+    def _state(self) -> bytes:
+        """The parts' progress as saved (taken on the loop, where the parts change)."""
+        parts = [{"start": p.start, "stop": p.stop, "done": p.done} for p in self.parts]
+        return json.dumps({"parts": parts}).encode()
+
     def _resume(self) -> list[Part] | None:
-        """The parts of an earlier attempt at this blob, when its files are both still there."""
-        if not (self.state.is_file() and self.partial.is_file()):
+        """The parts of an earlier attempt at this blob, when its files are both still there
+        (and neither is a symlink, which is not read through)."""
+        files = (self.state, self.partial)
+        if not all(f.is_file() and not f.is_symlink() for f in files):
             return None
         try:
             saved = json.loads(self.state.read_text())
@@ -210,29 +238,68 @@ class _Fetch:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _save(self) -> None:
-        self.unsaved = 0
-        data = json.dumps({"parts": [{"start": p.start, "stop": p.stop, "done": p.done} for p in self.parts]})
-        tmp = self.state.with_name(self.state.name + ".tmp")
-        tmp.write_text(data)
-        os.replace(tmp, self.state)
+    def _close(self, fd: int, state: bytes) -> None:
+        os.close(fd)
+        _save(self.state, state)
+
+    def _discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.state.unlink(missing_ok=True)
+
+    def _place(self) -> None:
+        """The verified file under its blob name, in one rename."""
+        os.replace(self.partial, self.target)
+        self.state.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _held(fd: int) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def _exclusive(path: Path) -> AsyncIterator[None]:
+    """An exclusive lock on `path` (created if need be), waited for: one downloader per blob
+    among the processes sharing the store. Tried again every LOCK_POLL seconds rather than
+    waited for on a thread, so a wait holds no thread and can be cancelled."""
+    fd = await asyncio.to_thread(os.open, path, _OPEN, 0o644)
     try:
+        while not await asyncio.to_thread(_try_lock, fd):
+            await asyncio.sleep(LOCK_POLL)
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        await asyncio.to_thread(os.close, fd)  # which releases the lock
 
 
-def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on `path` (created if need be), waited for: one downloader per blob
-    among the processes sharing the store."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return _held(fd)
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _save(state: Path, data: bytes) -> None:
+    """The parts' state replaced in one rename (its one writer is the download's file thread)."""
+    tmp = state.with_name(state.name + ".tmp")
+    with os.fdopen(os.open(tmp, _OPEN | os.O_TRUNC, 0o644), "wb") as f:
+        f.write(data)
+    os.replace(tmp, state)
+
+
+def _open_sized(path: Path, size: int) -> int:
+    fd = os.open(path, _OPEN, 0o644)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def _size(path: Path) -> int | None:
+    """The size of the file at `path`, None when there is none."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _present(store: ModelStore, digest: str) -> tuple[Path, int | None]:
+    """Blob `digest`'s path, and its size when it is in the store."""
+    target = store.blob(digest)
+    return target, _size(target)
 
 
 def _beside(target: Path, suffix: str) -> Path:

@@ -4,11 +4,13 @@ A pull fetches the manifest, then every layer and the config the store lacks (ea
 before it becomes visible, see `download`), and writes the manifest last, as the registry
 served it: a pull that fails or is cut leaves no model that lists or loads. Layers that only
 the name's previous manifest used are then pruned (unless OLLAMA_NOPRUNE). The closing
-"success" is the transfer's last message (see `transfers`).
+"success" is the transfer's last message (see `transfers`). The store's files are read and
+written on worker threads, one call per step, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +26,17 @@ from services.registry.store import InvalidDigest, ModelStore, manifest_digests
 Report = Callable[[Progress], None]
 
 
+def job_key(text: str, insecure: bool) -> str | None:
+    """What makes two pulls one job: the same model (names match case-insensitively, as
+    Ollama's do) from the same place by the same scheme. None for a name that is not valid:
+    its pull fails at once, alone."""
+    try:
+        name = parse_name(text)
+    except InvalidName:
+        return None
+    return f"pull {'http' if insecure else 'https'} {name.full.lower()}"
+
+
 def _name(store: ModelStore, text: str) -> ModelName:
     """The model `text` names, spelled as the store already has it when only the case differs."""
     try:
@@ -32,6 +45,18 @@ def _name(store: ModelStore, text: str) -> ModelName:
         raise RemoteError(str(exc), "invalid") from exc
     existing = store.find(name)
     return existing.name if existing else name
+
+
+def _stored(store: ModelStore, text: str) -> tuple[ModelName, dict[str, Any] | None]:
+    """The model `text` names (see `_name`) and the manifest the store has for it now."""
+    name = _name(store, text)
+    return name, store.manifest(name)
+
+
+def _stored_bytes(store: ModelStore, text: str) -> tuple[ModelName, bytes | None]:
+    """The model `text` names (see `_name`) and its stored manifest's bytes."""
+    name = _name(store, text)
+    return name, store.manifest_bytes(name)
 
 
 def _layers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,8 +81,7 @@ async def pull(
     prune: bool,
     report: Report,
 ) -> None:
-    name = _name(store, text)
-    previous = store.manifest(name)
+    name, previous = await asyncio.to_thread(_stored, store, text)
     report(Progress(status="pulling manifest"))
     remote = Remote(client, name, insecure)
     try:
@@ -82,19 +106,18 @@ async def pull(
             raise RemoteError(f"pull model manifest: invalid digest {digest!r}", "invalid") from exc
     report(Progress(status="verifying sha256 digest"))  # each blob was checked before it was placed
     report(Progress(status="writing manifest"))
-    store.write_manifest(name, data)
+    await asyncio.to_thread(store.write_manifest, name, data)
     unused = manifest_digests(previous) - manifest_digests(manifest) if previous else set()
     if unused and prune:
         report(Progress(status="removing unused layers"))
-        store.prune(unused)
+        await asyncio.to_thread(store.prune, unused)
 
 
 async def push(
     store: ModelStore, client: httpx.AsyncClient, text: str, insecure: bool, report: Report
 ) -> None:
-    name = _name(store, text)
+    name, data = await asyncio.to_thread(_stored_bytes, store, text)  # an invalid name: no status
     report(Progress(status="retrieving manifest"))
-    data = store.manifest_bytes(name)
     if data is None:
         report(Progress(status="couldn't retrieve manifest"))
         raise RemoteError(f'model "{text}" not found', "not_found")
@@ -114,7 +137,7 @@ async def push(
             tell(size)
             continue
         try:
-            path = store.blob(digest)
+            path = await asyncio.to_thread(store.blob, digest)  # refuses a link out of the store
         except InvalidDigest as exc:
             raise RemoteError(f"invalid digest {digest!r} in the manifest", "invalid") from exc
         await remote.upload_blob(digest, path, tell)

@@ -9,6 +9,7 @@ become RemoteError with the texts Ollama's users know, in this one place.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import urllib.request
@@ -106,13 +107,16 @@ class Remote:
         url = httpx.URL(f"{self._base}/").join(location)
         url = url.copy_merge_params({"digest": digest})
 
-        async def body() -> AsyncIterator[bytes]:
-            with path.open("rb") as f:
-                while block := f.read(UPLOAD_BLOCK):
+        async def body() -> AsyncIterator[bytes]:  # the file read on worker threads, a block at a time
+            f = await asyncio.to_thread(path.open, "rb")
+            try:
+                while block := await asyncio.to_thread(f.read, UPLOAD_BLOCK):
                     yield block
                     progress(len(block))
+            finally:
+                await asyncio.to_thread(f.close)
 
-        size = path.stat().st_size
+        size = (await asyncio.to_thread(path.stat)).st_size
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         await self._send("PUT", str(url), headers=headers, content=body())
 

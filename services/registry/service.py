@@ -1,5 +1,9 @@
 """The registry's NATS shell: answers resolve, list and show from the store on disk, and
-changes it: copy, delete, create, and blob uploads."""
+changes it: copy, delete, create, blob uploads, pulls and pushes.
+
+The handlers never touch a file on the event loop: each hands its work (the store, the
+catalog, an upload's file) to a worker thread in one `asyncio.to_thread` call, or starts a
+job whose steps do the same (see `pull`, `download`)."""
 
 from __future__ import annotations
 
@@ -34,9 +38,9 @@ from services.registry.catalog import Catalog, listing
 from services.registry.create import create, missing_source
 from services.registry.describe import resolve, show
 from services.registry.download import Downloads
-from services.registry.pull import pull, push
+from services.registry.pull import job_key, pull, push
 from services.registry.remote import new_client
-from services.registry.store import InvalidDigest, ModelStore
+from services.registry.store import InvalidDigest, ModelStore, OutsideStore
 from services.registry.transfers import Job, Report, Transfers, in_thread
 from services.registry.uploads import IDLE_SECONDS, UploadError, Uploads
 from services.telemetry import log_event
@@ -59,9 +63,28 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
     transfers = Transfers(lambda: broker.connection)
     client = new_client()
 
+    def recorded_pull(name: str, insecure: bool) -> Job:
+        """The pull, recorded in the catalog while it runs: a registry restarted on this host
+        finishes it (the last client that leaves ends it, as in Ollama)."""
+
+        async def job(report: Report) -> None:
+            await asyncio.to_thread(catalog.pull_started, name, insecure, host, time.time())
+            try:
+                await pull(store, downloads, client, name, insecure, not settings.noprune, report)
+            except asyncio.CancelledError:
+                if not transfers.closing:  # the clients went away, not the registry
+                    await asyncio.to_thread(catalog.pull_ended, name)
+                raise
+            except BaseException:
+                await asyncio.to_thread(catalog.pull_ended, name)
+                raise
+            await asyncio.to_thread(catalog.pull_ended, name)
+
+        return job
+
     @broker.subscriber(subjects.REGISTRY_RESOLVE, queue="registry")
     async def on_resolve(request: ResolveRequest) -> ResolveResult:
-        return resolve(store, request.name)
+        return await asyncio.to_thread(resolve, store, request.name)
 
     @broker.subscriber(subjects.REGISTRY_LIST, queue="registry")
     async def on_list() -> CatalogList:
@@ -69,15 +92,15 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
 
     @broker.subscriber(subjects.REGISTRY_SHOW, queue="registry")
     async def on_show(request: ShowRequest) -> ShowResult:
-        return show(store, request.name, request.verbose)
+        return await asyncio.to_thread(show, store, request.name, request.verbose)
 
     @broker.subscriber(subjects.REGISTRY_COPY, queue="registry")
     async def on_copy(request: CopyRequest) -> RegistryResult:
-        return changes.copy(store, request.source, request.destination)
+        return await asyncio.to_thread(changes.copy, store, request.source, request.destination)
 
     @broker.subscriber(subjects.REGISTRY_DELETE, queue="registry")
     async def on_delete(request: DeleteRequest) -> RegistryResult:
-        return changes.delete(store, request.name, not settings.noprune)
+        return await asyncio.to_thread(changes.delete, store, request.name, not settings.noprune)
 
     @broker.subscriber(subjects.REGISTRY_CREATE, queue="registry")
     async def on_create(request: CreateModelRequest) -> RegistryResult:
@@ -85,9 +108,9 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         creating = in_thread(lambda report: create(store, request, prune, report))
 
         async def job(report: Report) -> None:
-            source = missing_source(store, request)
+            source = await asyncio.to_thread(missing_source, store, request)
             if source is not None:  # as Ollama: pull the base model, its statuses in this stream
-                await pull(store, downloads, client, source, False, prune, report)
+                await transfers.join(job_key(source, False), "pull", recorded_pull(source, False), report)
             await creating(report)
 
         transfers.start(request, job)
@@ -95,14 +118,16 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
 
     @broker.subscriber(subjects.REGISTRY_BLOB_HEAD, queue="registry")
     async def on_blob_head(request: BlobRequest) -> RegistryResult:
-        return changes.head_blob(store, request.digest)
+        return await asyncio.to_thread(changes.head_blob, store, request.digest)
 
     @broker.subscriber(subjects.REGISTRY_BLOB_OPEN, queue="registry")
     async def on_blob_open(request: BlobRequest) -> BlobUpload:
         try:
-            upload_id = uploads.open(request.digest)
+            upload_id = await asyncio.to_thread(uploads.open, request.digest)
         except InvalidDigest as exc:
             return BlobUpload(error=str(exc), code="invalid")
+        except OutsideStore as exc:
+            return BlobUpload(error=str(exc), code=exc.code)
         if upload_id is None:
             return BlobUpload(exists=True)
         return BlobUpload(subject=subjects.upload_subject(registry_id, upload_id))
@@ -112,7 +137,7 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         upload_id = subjects.request_id_of(message.raw_message.subject)
         headers = message.headers
         if subjects.UPLOAD_ABORT in headers:
-            uploads.abort(upload_id)
+            await asyncio.to_thread(uploads.abort, upload_id)
             return None
         try:
             if subjects.UPLOAD_END in headers:
@@ -124,30 +149,10 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
             return RegistryResult(error=str(exc), code=exc.code)
         return RegistryResult()
 
-    def recorded_pull(request: TransferRequest) -> Job:
-        """The pull, recorded in the catalog while it runs: a registry restarted on this host
-        finishes it (a client that leaves ends it, as in Ollama)."""
-
-        async def job(report: Report) -> None:
-            await asyncio.to_thread(catalog.pull_started, request.name, request.insecure, host, time.time())
-            try:
-                await pull(
-                    store, downloads, client, request.name, request.insecure, not settings.noprune, report
-                )
-            except asyncio.CancelledError:
-                if not transfers.closing:  # the client went away, not the registry
-                    await asyncio.to_thread(catalog.pull_ended, request.name)
-                raise
-            except BaseException:
-                await asyncio.to_thread(catalog.pull_ended, request.name)
-                raise
-            await asyncio.to_thread(catalog.pull_ended, request.name)
-
-        return job
-
     @broker.subscriber(subjects.REGISTRY_PULL, queue="registry")
     async def on_pull(request: TransferRequest) -> RegistryResult:
-        transfers.start(request, recorded_pull(request))
+        key = job_key(request.name, request.insecure)  # a pull of the model under way is followed
+        transfers.start(request, recorded_pull(request.name, request.insecure), key)
         return RegistryResult()  # taken: its progress follows on the reply subject
 
     @broker.subscriber(subjects.REGISTRY_PUSH, queue="registry")
@@ -166,18 +171,19 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         log_event(log, "catalog", models=len(indexed))
         for unfinished in await asyncio.to_thread(catalog.unfinished_pulls, host):
             log_event(log, "pull_resumed", model=unfinished.name)
-            resumed = TransferRequest(name=unfinished.name, insecure=unfinished.insecure)
+            name, insecure = unfinished.name, unfinished.insecure
+            resumed = TransferRequest(name=name, insecure=insecure)
             resumed.reply_subject = subjects.resumed_subject(resumed.id)  # nobody listens: no client
-            transfers.start(resumed, recorded_pull(resumed))
+            transfers.start(resumed, recorded_pull(name, insecure), job_key(name, insecure))
         try:
             while True:
-                uploads.sweep()
-                uploads.remove_orphans()
+                await asyncio.to_thread(uploads.sweep)
+                await asyncio.to_thread(uploads.remove_orphans)
                 await asyncio.sleep(SWEEP_SECONDS)
         finally:
-            uploads.close()
+            await asyncio.to_thread(uploads.close)
             await transfers.close()
             await client.aclose()
-            catalog.close()
+            await asyncio.to_thread(catalog.close)
 
     return background

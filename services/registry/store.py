@@ -6,6 +6,13 @@
 Every write goes to a temporary file in the same directory and is renamed into
 place, so a crash never leaves a half-written blob or manifest under its real name.
 An existing Ollama model directory can be pointed at and read as it is.
+
+Nothing outside OLLAMA_MODELS is read or written through the store: names and digests are
+checked before they become paths, and a path whose way leads out of the store's real
+directory (a symlinked blob, manifest or directory) is refused (`OutsideStore`): a manifest
+there is not found, a model using such a blob does not load, a blob there is not read,
+written or pruned. Links that stay inside the store are followed. The methods do file I/O:
+the registry calls them on worker threads.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.registry.errors import RegistryError
 from services.registry.names import ModelName
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -33,6 +41,7 @@ PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
 LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
 MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA_TYPE = "application/vnd.ollama.image.adapter"
+MANIFEST_DEPTH = 4  # manifests/<host>/<namespace>/<model>/<tag>
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 
 
@@ -40,6 +49,14 @@ class InvalidDigest(ValueError):
     def __init__(self, digest: str) -> None:
         super().__init__("invalid digest format")
         self.digest = digest
+
+
+class OutsideStore(RegistryError):
+    """A path of the store that leads out of it (through a symlink): never read or written."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"refusing {path}: it leads outside OLLAMA_MODELS", "internal")
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -88,12 +105,29 @@ def sha256_file(path: Path) -> str:
 class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._real = root.resolve()
+
+    def contains(self, path: Path) -> bool:
+        """Whether `path`, every link on its way followed, stays in the store (it need not exist)."""
+        try:
+            return path.resolve().is_relative_to(self._real)
+        except (OSError, RuntimeError):  # a symlink loop
+            return False
+
+    def inside(self, path: Path) -> Path:
+        """`path`, when it stays in the store; else OutsideStore."""
+        if not self.contains(path):
+            raise OutsideStore(path)
+        return path
 
     def blob(self, digest: str) -> Path:
-        return blob_path(self.root, digest)
+        """Path of blob `digest`: InvalidDigest unless `sha256:<64 hex>`, OutsideStore when it
+        is a link out of the store."""
+        return self.inside(blob_path(self.root, digest))
 
     def manifest_path(self, name: ModelName) -> Path:
-        return self.root.joinpath("manifests", *name.parts)
+        """Where the manifest of `name` is written (OutsideStore when that leads out)."""
+        return self.inside(self.root.joinpath("manifests", *name.parts))
 
     def put_blob_file(self, source: Path, digest: str) -> Path:
         """Place `source` as blob `digest`: hard link when possible, else an atomic copy."""
@@ -172,7 +206,7 @@ class ModelStore:
         )
 
     def prune(self, digests: set[str]) -> None:
-        """Remove those of `digests` no stored manifest refers to."""
+        """Remove those of `digests` no stored manifest refers to (a link out of the store stays)."""
         unused = set(digests)
         for remaining in self._manifests():
             try:
@@ -180,7 +214,10 @@ class ModelStore:
             except (OSError, ValueError):
                 continue
         for digest in unused:
-            self.blob(digest).unlink(missing_ok=True)
+            try:
+                self.blob(digest).unlink(missing_ok=True)
+            except (InvalidDigest, OutsideStore):
+                continue
 
     def copy(self, source: ModelName, destination: ModelName) -> bool:
         """`destination` becomes a second name for `source`'s manifest; False if there is none."""
@@ -221,31 +258,47 @@ class ModelStore:
             yield ModelName(*path.relative_to(base).parts), path
 
     def _existing_manifest(self, name: ModelName) -> Path | None:
-        directory = self.root / "manifests"
+        """The manifest file of `name`, each part matched case-insensitively; None when there
+        is none, or the way to it leads out of the store."""
+        path = self.root / "manifests"
         for part in name.parts:
-            if not directory.is_dir():
-                return None
-            match = next((c for c in directory.iterdir() if c.name.lower() == part.lower()), None)
-            if match is None:
-                return None
-            directory = match
-        return directory if directory.is_file() else None
+            path = next((c for c in self._entries(path) if c.name.lower() == part.lower()), path / part)
+        return path if path.is_file() and self.contains(path) else None
 
     def _manifests(self) -> Iterator[Path]:
-        base = self.root / "manifests"
-        if base.is_dir():
-            yield from (p for p in base.glob("*/*/*/*") if p.is_file())
+        """Every manifest file (manifests/<host>/<namespace>/<model>/<tag>) in the store; hidden
+        names (a manifest being written) are none."""
+        level: tuple[Path, ...] = (self.root / "manifests",)
+        for _ in range(MANIFEST_DEPTH):
+            level = tuple(
+                child
+                for directory in level
+                for child in self._entries(directory)
+                if not child.name.startswith(".")
+            )
+        yield from (p for p in level if p.is_file() and self.contains(p))
+
+    def _entries(self, directory: Path) -> tuple[Path, ...]:
+        """What `directory` holds; nothing when it is not a directory in the store."""
+        if not self.contains(directory):
+            return ()
+        try:
+            return tuple(directory.iterdir())
+        except OSError:  # not a directory, or gone meanwhile (another host deleted it)
+            return ()
 
     def load(self, path: Path) -> StoredModel | None:
         """The model a manifest file describes; None when it cannot be read (yet)."""
         try:
-            raw = path.read_bytes()
+            raw = self.inside(path).read_bytes()
             manifest = json.loads(raw)
             layers = manifest.get("layers", [])
             weights = next(layer for layer in layers if layer["mediaType"] == MODEL_MEDIA_TYPE)
+            for digest in manifest_digests(manifest):
+                self.blob(digest)  # every layer a well-formed digest, none leading out of the store
             config_digest = manifest.get("config", {}).get("digest")
             config = json.loads(self.blob(config_digest).read_bytes()) if config_digest else {}
-        except (OSError, ValueError, KeyError, StopIteration):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration, OutsideStore):
             return None
         return StoredModel(
             name=ModelName(*path.relative_to(self.root / "manifests").parts),

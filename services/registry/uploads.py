@@ -4,6 +4,7 @@ become blob `sha256-<hex>` only when the whole file has the digest it was announ
 A partial upload lives in blobs/ under a name no reader looks for, so a crash, a client
 that goes away or a wrong digest never leaves a half-written blob under its real name.
 Uploads idle longer than IDLE_SECONDS are dropped with their partial file (`sweep`).
+Every method does file I/O: the registry calls them on worker threads.
 """
 
 from __future__ import annotations
@@ -49,14 +50,16 @@ class Uploads:
 
     def open(self, digest: str) -> str | None:
         """Start an upload of blob `digest`: its id, or None when the blob is stored already.
-        Raises InvalidDigest for a malformed digest."""
+        Raises InvalidDigest for a malformed digest, OutsideStore for a blob linked out of the
+        store."""
         target = self._store.blob(digest)
         if target.exists():
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         upload_id = uuid.uuid4().hex
         partial = target.parent / f".{upload_id}{PARTIAL_SUFFIX}"
-        self._open[upload_id] = _Upload(digest, target, partial, partial.open("wb"), self._clock())
+        file = partial.open("xb")  # a new file, never one planted there (a symlink out of the store)
+        self._open[upload_id] = _Upload(digest, target, partial, file, self._clock())
         return upload_id
 
     def write(self, upload_id: str, offset: int, data: bytes) -> None:
@@ -104,7 +107,8 @@ class Uploads:
     def sweep(self) -> list[str]:
         """Abandon the uploads idle for IDLE_SECONDS; their ids."""
         horizon = self._clock() - IDLE_SECONDS
-        idle = [upload_id for upload_id, upload in self._open.items() if upload.touched < horizon]
+        # list(): another thread may open or end an upload meanwhile
+        idle = [upload_id for upload_id, upload in list(self._open.items()) if upload.touched < horizon]
         for upload_id in idle:
             self.abort(upload_id)
         return idle
@@ -114,9 +118,10 @@ class Uploads:
         registry (this one or another sharing the store) that stopped mid-upload."""
         now = time.time() if now is None else now
         blobs = self._store.root / "blobs"
-        mine = {upload.partial for upload in self._open.values()}
+        mine = {upload.partial for upload in list(self._open.values())}
         orphans = []
-        for partial in blobs.glob(f".*{PARTIAL_SUFFIX}") if blobs.is_dir() else ():
+        in_store = blobs.is_dir() and self._store.contains(blobs)  # never a directory linked out
+        for partial in blobs.glob(f".*{PARTIAL_SUFFIX}") if in_store else ():
             try:
                 if partial not in mine and partial.stat().st_mtime < now - 2 * IDLE_SECONDS:
                     partial.unlink()

@@ -5,6 +5,7 @@ through SSL_CERT_FILE and finds the proxy through HTTPS_PROXY, as a user behind 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -262,6 +263,50 @@ def test_two_pulls_of_one_model_at_once_both_succeed(
         )
     assert [(a.status_code, a.json()) for a in answers] == [(200, {"status": "success"})] * 2
     assert (blobs(stack) / digest.replace(":", "-")).read_bytes() == data
+    assert hidden_files(stack) == []
+
+
+def test_a_second_pull_of_a_model_follows_the_running_job(
+    stack: Stack, registry: DockerRegistry, ca: TestCA
+) -> None:
+    """Two clients pull one model: the second follows the first's job (it starts from the job's
+    latest status, never "pulling manifest" of a job of its own), the first leaving does not
+    stop it, and it ends with "success". The test holds the weights' download lock (as another
+    host downloading them would) so that the job is surely still running when the second asks."""
+    system, weights = b"Followed.", os.urandom(8 * 1024 * 1024)
+    small, big = ("sha256:" + hashlib.sha256(data).hexdigest() for data in (system, weights))
+    raw_push(registry, ca, "library/shared", [("application/vnd.docker.container.image.v1+json", b"{}"),
+                                              ("application/vnd.ollama.image.system", system),
+                                              ("application/vnd.ollama.image.model", weights)])  # fmt: skip
+    body = {"model": f"{registry.host}/library/shared:v1"}
+    lock = os.open(blobs(stack) / f".{big.replace(':', '-')}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        with httpx.Client(timeout=DEADLINE) as one, httpx.Client(timeout=DEADLINE) as two:
+            first = one.send(one.build_request("POST", f"{stack.url}/api/pull", json=body), stream=True)
+            lines = first.iter_lines()  # held, so the connection stays open (the client stays)
+            for line in lines:
+                step = json.loads(line)
+                if step.get("digest") == small and step.get("completed") == len(system):
+                    break  # the job now waits for the weights' lock
+            second = two.send(two.build_request("POST", f"{stack.url}/api/pull", json=body), stream=True)
+            followed = second.iter_lines()
+            joined = json.loads(next(followed))
+            first.close()  # the first client leaves; the second still follows the job
+            os.close(lock)  # the weights may come now
+            lock = -1
+            steps = [joined, *(json.loads(line) for line in followed)]
+            second.close()
+    finally:
+        if lock >= 0:
+            os.close(lock)
+    assert joined == {"status": f"pulling {small[7:19]}", "digest": small, "total": len(system),
+                      "completed": len(system)}  # fmt: skip
+    statuses = [step.get("status") for step in steps]
+    assert "pulling manifest" not in statuses  # no job of its own
+    assert statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
+    assert [s["completed"] for s in steps if s.get("digest") == big][-1] == len(weights)
+    assert (blobs(stack) / big.replace(":", "-")).read_bytes() == weights
     assert hidden_files(stack) == []
 
 
