@@ -75,6 +75,30 @@ async def model(request: Request, name: str) -> dict[str, Any]:
     return openai_format.model(name, shown.modified_at, namespace)
 
 
+_TRANSCRIPTION_FORM = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string"},
+        "file": {"type": "string", "format": "binary"},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string"},
+    },
+    "required": ["model", "file"],
+}
+
+
+@router.post(
+    "/audio/transcriptions",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _TRANSCRIPTION_FORM}}}
+    },
+)
+async def transcriptions() -> Response:
+    """Ollama turns the audio into a chat with an audio model; corral runs none (yet)."""
+    raise BadRequest(openai_format.NO_AUDIO)
+
+
 @router.post("/embeddings", openapi_extra=documented(OpenAIEmbeddingBody, QUEUED))
 async def embeddings(request: Request) -> Response:
     data = decode_object(await request.body(), "EmbedRequest")

@@ -13,6 +13,7 @@ delta, usage on request, then `data: [DONE]`.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import random
 import struct
@@ -138,7 +139,26 @@ def _part(role: str, part: Any) -> dict[str, Any]:
         if not isinstance(url, str):
             raise OpenAIRequestError("invalid message format")
         return {"role": role, "content": "", "images": [image_base64(url)]}
+    if part.get("type") == "input_audio":
+        _check_audio(part.get("input_audio"))
+        raise OpenAIRequestError(NO_AUDIO)
     raise OpenAIRequestError("invalid message format")
+
+
+NO_AUDIO = "audio input is not supported: corral has no engine for audio models"
+
+
+def _check_audio(audio: Any) -> None:
+    """Ollama's checks of an input_audio part, so a malformed one is told so first."""
+    if not isinstance(audio, dict):
+        raise OpenAIRequestError("invalid input_audio format")
+    data = audio.get("data")
+    if not isinstance(data, str):
+        raise OpenAIRequestError("invalid input_audio format: missing data")
+    try:
+        base64.b64decode(data, validate=True)
+    except binascii.Error as exc:
+        raise OpenAIRequestError(f"invalid input_audio base64 data: {exc}") from exc
 
 
 def image_base64(url: str) -> str:

@@ -210,8 +210,14 @@ def test_embeddings(v1: tuple[Stack, openai.OpenAI]) -> None:
          "image URLs are not currently supported, please use base64 encoded data instead"),
         ({"model": MODEL, "messages": HI, "reasoning_effort": "high"}, 400,
          '"smollm2:135m" does not support thinking'),
+        ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "input_audio",
+          "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}, 400,
+         "audio input is not supported: corral has no engine for audio models"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "input_audio",
+          "input_audio": {"format": "wav"}}]}]}, 400, "invalid input_audio format: missing data"),
     ],
-    ids=["unknown-model", "no-messages", "bad-effort", "tool-choice", "image-url", "no-thinking"],
+    ids=["unknown-model", "no-messages", "bad-effort", "tool-choice", "image-url", "no-thinking", "audio",
+         "audio-without-data"],
 )  # fmt: skip
 def test_errors_have_openais_shape(
     v1: tuple[Stack, openai.OpenAI], body: dict, status: int, message: str
@@ -220,3 +226,11 @@ def test_errors_have_openais_shape(
     kind = "not_found_error" if status == 404 else "invalid_request_error"
     assert response.status_code == status
     assert response.json() == {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def test_audio_transcription_is_refused_clearly(v1: tuple[Stack, openai.OpenAI]) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        v1[1].audio.transcriptions.create(model=MODEL, file=("a.wav", b"RIFF0000WAVE", "audio/wav"))
+    assert refused.value.message.endswith(
+        "audio input is not supported: corral has no engine for audio models"
+    )

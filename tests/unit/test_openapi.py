@@ -15,6 +15,7 @@ from services.gateway.app import create_app
 from services.gateway.bodies import QUEUED, REMOTE, ChatBody, CreateBody, documented
 
 RAW_ROUTES = {("POST", "/api/blobs/{digest}")}  # the blob's bytes, not JSON
+FORM_ROUTES = {("POST", "/v1/audio/transcriptions")}  # OpenAI's multipart form
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -54,6 +55,7 @@ def test_every_write_route_documents_its_body(
         assert body is not None, f"{method} {path} has no requestBody"
         assert body["required"] is True
         media = "application/octet-stream" if (method, path) in RAW_ROUTES else "application/json"
+        media = "multipart/form-data" if (method, path) in FORM_ROUTES else media
         assert list(body["content"]) == [media], f"{method} {path}"
         schema = body["content"][media]["schema"]
         assert schema.get("type") in ("object", "string"), f"{method} {path}: {schema}"
