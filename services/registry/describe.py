@@ -165,6 +165,18 @@ def show(store: ModelStore, name: str, verbose: bool) -> ShowResult:
     )
 
 
+def sendable(result: ShowResult, max_payload: int) -> ShowResult:
+    """`result`, or a clear refusal when it does not fit in one message: a verbose answer has
+    every array whole, and a large vocabulary can pass the broker's max_payload."""
+    size = len(result.model_dump_json())
+    if size <= max_payload:
+        return result
+    return ShowResult(
+        error=f"model metadata too large to send: {size} bytes, at most {max_payload}; ask without verbose",
+        code="too_large",
+    )
+
+
 def model_info(metadata: dict[str, Any], verbose: bool) -> dict[str, Any]:
     """The GGUF key/values as /api/show gives them: long arrays empty unless verbose (metadata
     read with its arrays cut short has them empty even then)."""

@@ -36,7 +36,7 @@ from services.registry import changes
 from services.registry.bundled import install_bundled
 from services.registry.catalog import Catalog, listing
 from services.registry.create import create, missing_source
-from services.registry.describe import resolve, show
+from services.registry.describe import resolve, sendable, show
 from services.registry.download import Downloads
 from services.registry.pull import job_key, pull, push
 from services.registry.remote import new_client
@@ -92,7 +92,8 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
 
     @broker.subscriber(subjects.REGISTRY_SHOW, queue="registry")
     async def on_show(request: ShowRequest) -> ShowResult:
-        return await asyncio.to_thread(show, store, request.name, request.verbose)
+        shown = await asyncio.to_thread(show, store, request.name, request.verbose)
+        return sendable(shown, broker.connection.max_payload) if request.verbose else shown
 
     @broker.subscriber(subjects.REGISTRY_COPY, queue="registry")
     async def on_copy(request: CopyRequest) -> RegistryResult:

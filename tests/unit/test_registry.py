@@ -105,3 +105,14 @@ def test_delete_prunes_only_blobs_no_other_manifest_uses(tmp_path: Path) -> None
     assert store.delete(parse_name("a:copy"))
     assert not store.blob(own).exists() and store.blob(shared).exists() and store.blob(other).exists()
     assert not store.delete(parse_name("a:1")) and not store.copy(parse_name("nope"), parse_name("x"))
+
+
+def test_a_verbose_show_too_large_for_one_message_is_refused_clearly() -> None:
+    from services.protocol import ShowResult
+    from services.registry.describe import sendable
+
+    shown = ShowResult(model_info={"tokenizer.ggml.tokens": ["token"] * 1000})
+    assert sendable(shown, 1_000_000) is shown
+    refused = sendable(shown, 1000)
+    assert refused.model is None and refused.code == "too_large"
+    assert refused.error is not None and refused.error.startswith("model metadata too large to send: ")
