@@ -7,24 +7,40 @@ import contextlib
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
-from corral import tables, transfer
+from corral import flags, tables, transfer
 from corral.client import Client, ClientError
 from corral.create import create as create_model
+from corral.history import History
 from corral.launcher import Launcher
 from corral.modelfile import ModelfileError
 from corral.nats_server import NatsServerError
-from corral.run import Session, answer, conversation, load
+from corral.repl import Repl
+from corral.run import (
+    RunOptions,
+    Screen,
+    apply_show,
+    embed,
+    generate,
+    infer_think,
+    load_model,
+    print_loaded_messages,
+    prompt_of,
+    show_or_pull,
+)
 from services.config import ConfigError, load_settings, redact_url
+from services.registry.names import InvalidName, parse_name
 from services.version import corral_version
 
 app = typer.Typer(add_completion=False, help="corral: an Ollama-compatible model server on NATS.")
 console = Console(stderr=True)
 INSECURE_HELP = "Use an insecure registry (plain http)."
+NOT_YOURS = "you are not authorized to push to this namespace, create the model under a namespace you own"
 
 
 @app.callback(invoke_without_command=True)
@@ -206,79 +222,137 @@ def create(
     ] = None,
 ) -> None:
     """Create a model from a Modelfile."""
+    client = _client()
+    shown = transfer.display("create", sys.stderr)
     try:
-        create_model(_client(), model, file.absolute(), quantize, _status)
+        create_model(client, model, file.absolute(), quantize, shown)
     except (ModelfileError, ClientError) as exc:
+        shown.stop()
         _fail(str(exc))
     except OSError as exc:
+        shown.stop()
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
-
-
-def _status(text: str, transient: bool) -> None:
-    """A progress line on stderr: on a terminal each replaces a transient one before it; in a
-    pipe or a log only the lasting ones are written."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\x1b[K{text}" + ("" if transient else "\n"))
-    elif not transient:
-        sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    shown.stop()
 
 
 @app.command()
 def pull(
     model: str,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Use an insecure registry (plain http).")
-    ] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
 ) -> None:
     """Pull a model from a registry."""
-    _transfer("/api/pull", model, insecure)
-
-
-@app.command()
-def push(
-    model: str,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Use an insecure registry (plain http).")
-    ] = False,
-) -> None:
-    """Push a model to a registry."""
-    _transfer("/api/push", model, insecure)
-
-
-def _transfer(path: str, model: str, insecure: bool) -> None:
     try:
-        transfer.show(_client().stream(path, {"model": model, "insecure": insecure}), console)
+        progress = _client().stream("/api/pull", {"model": model, "insecure": insecure})
+        transfer.show(progress, "pull", sys.stderr)
     except ClientError as exc:
         _fail(str(exc))
 
 
 @app.command()
+def push(
+    model: str,
+    insecure: Annotated[bool, typer.Option("--insecure", help=INSECURE_HELP)] = False,
+) -> None:
+    """Push a model to a registry."""
+    try:
+        progress = _client().stream("/api/push", {"model": model, "insecure": insecure})
+        transfer.show(progress, "push", sys.stderr)
+    except ClientError as exc:
+        if "access denied" in str(exc).lower() or "unauthorized" in str(exc).lower():
+            _fail(NOT_YOURS)
+        _fail(str(exc))
+    typer.echo(f"\nYou can find your model at:\n\n\t{_pushed_to(model)}")
+
+
+def _pushed_to(model: str) -> str:
+    """Where PushHandler says the model went: its full name, or its page on ollama.com."""
+    try:
+        name = parse_name(model)
+    except InvalidName:
+        return model
+    if name.host.endswith((".ollama.ai", ".ollama.com")):
+        return "https://ollama.com/" + name.display_shortest.removesuffix(":latest")
+    return name.full
+
+
+class _PflagCommand(TyperCommand):
+    """Flags with an optional value read as pflag reads them (corral.flags)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: typer's own vendored Click
+        return super().parse_args(ctx, flags.with_defaults(args))
+
+
+@app.command(cls=_PflagCommand)
 def run(
     model: str,
     prompt: Annotated[list[str] | None, typer.Argument(help="Answer this and exit.")] = None,
-    keepalive: Annotated[str | None, typer.Option(help="How long the model stays loaded (e.g. 5m).")] = None,
+    keepalive: Annotated[str | None, typer.Option(help="Duration to keep a model loaded (e.g. 5m).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show timings for response.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry.")] = False,
+    nowordwrap: Annotated[
+        bool, typer.Option("--nowordwrap", help="Don't wrap words to the next line automatically.")
+    ] = False,
+    format_: Annotated[str, typer.Option("--format", help="Response format (e.g. json).")] = "",
+    think: Annotated[
+        str | None,
+        typer.Option(
+            "--think",
+            metavar="[=true|false|high|medium|low|max]",
+            help="Enable thinking mode: true/false or high/medium/low for supported models.",
+        ),
+    ] = None,
+    hidethinking: Annotated[
+        bool, typer.Option("--hidethinking", help="Hide thinking output (if provided).")
+    ] = False,
+    truncate: Annotated[
+        str | None,
+        typer.Option(
+            "--truncate",
+            metavar="[=true|false]",
+            help="For embedding models: truncate inputs exceeding context length (default: true). "
+            "Set --truncate=false to error instead.",
+        ),
+    ] = None,
+    dimensions: Annotated[
+        int,
+        typer.Option(help="Truncate output embeddings to specified dimension (embedding models only)."),
+    ] = 0,
 ) -> None:
-    """Run a model: answer one prompt, or talk with it at `>>> `."""
-    client = _client()
-    session = Session(model, keep_alive=keepalive)
-    text = " ".join(prompt or [])
-    if not sys.stdin.isatty():
-        piped = sys.stdin.read()
-        text = f"{text} {piped}".strip() if text else piped
+    """Run a model: answer a prompt (or stdin) and exit, or talk with it at `>>> `."""
     try:
-        if text:
-            answer(client, session, text, _write)
-            typer.echo("\n" if sys.stdout.isatty() else "")
-            return
-        load(client, session)
-        conversation(client, session, input, _write)
+        think_value = None if think is None else flags.parse_think(think)
+        truncate_value = None if truncate is None else flags.parse_bool_flag("truncate", truncate)
+    except ValueError as exc:
+        _fail(str(exc))
+    opts = RunOptions(model, format=format_, think=think_value, hide_thinking=hidethinking,
+                      keep_alive=keepalive, verbose=verbose)  # fmt: skip
+    piped = None if sys.stdin.isatty() else sys.stdin.read()
+    prompts = prompt_of(prompt or [], piped)
+    opts.prompt = " ".join(prompts)
+    interactive = piped is None and not prompts and sys.stdout.isatty()
+    # Ollama wraps even into a pipe (at 80 columns); corral only on a terminal.
+    opts.word_wrap = not nowordwrap and sys.stdout.isatty()
+    client, screen = _client(), Screen(sys.stdout, sys.stderr)
+    try:
+        _run(client, opts, screen, interactive, insecure, think is not None, truncate_value, dimensions)
     except ClientError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         typer.echo()
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+def _run(client: Client, opts: RunOptions, screen: Screen, interactive: bool, insecure: bool,
+         think_given: bool, truncate: bool | None, dimensions: int) -> None:  # fmt: skip
+    shown: dict[str, Any] = show_or_pull(client, opts.model, insecure, screen)
+    capabilities = shown.get("capabilities") or []
+    opts.think = infer_think(capabilities, opts.think, think_given)
+    apply_show(opts, shown)
+    if "embedding" in capabilities:
+        embed(client, opts, truncate, dimensions, screen)
+    elif interactive:
+        load_model(client, opts, screen)
+        print_loaded_messages(opts, screen)
+        history = History(load_settings().data_dir / "history")
+        Repl(client, opts, screen, input, history).run()
+    else:
+        generate(client, opts, screen)

@@ -21,7 +21,12 @@ UPLOAD_BLOCK = 1 << 20  # bytes read from a file and sent at a time
 
 
 class ClientError(RuntimeError):
-    """What went wrong, in one line for the terminal."""
+    """What went wrong, in one line for the terminal; `status` is the HTTP status when the
+    server answered with an error (404: no such model), None for an error mid-stream or no answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def base_url() -> str:
@@ -106,7 +111,7 @@ class Client:
             message = response.json().get("error") or response.text
         except ValueError:
             message = response.text or response.reason_phrase
-        raise ClientError(str(message))
+        raise ClientError(str(message), response.status_code)
 
     def _unreachable(self, exc: Exception) -> str:
         return f"could not connect to corral at {self.url} ({exc}); is `corral serve` running?"

@@ -6,13 +6,11 @@ per local file, then each status the server reports, ending at "success".
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from corral.client import Client
 from corral.modelfile import Command, create_request, decode_modelfile, parse
-
-Say = Callable[[str, bool], None]  # (text, transient): a transient line is replaced by the next
+from corral.transfer import Display, Spin
 
 
 def read_modelfile(path: Path) -> list[Command]:
@@ -23,20 +21,24 @@ def read_modelfile(path: Path) -> list[Command]:
     return parse(decode_modelfile(path.read_bytes()))
 
 
-def create(client: Client, name: str, modelfile: Path, quantize: str | None, say: Say) -> None:
+def create(client: Client, name: str, modelfile: Path, quantize: str | None, shown: Display) -> None:
     """Create model `name`; raises ModelfileError, OSError or ClientError."""
-    say("gathering model components", True)
+    gathering = shown.spinner("gathering model components")
     request = create_request(read_modelfile(modelfile), modelfile.parent)
+    gathering.done(lasting=False)
     for warning in request.warnings:
-        say(f"warning: {warning}", False)
+        shown.line(f"warning: {warning}")
     for digest, path in request.uploads.items():
+        copying = shown.spinner(f"copying file {digest} 0%")
 
-        def copying(percent: int, digest: str = digest) -> None:
-            say(f"copying file {digest} {percent}%", percent < 100)
+        def progress(percent: int, digest: str = digest, copying: Spin = copying) -> None:
+            copying.update(f"copying file {digest} {percent}%")
 
-        client.upload(f"/api/blobs/{digest}", path, copying)
+        client.upload(f"/api/blobs/{digest}", path, progress)
+        copying.update(f"copying file {digest} 100%")
+        copying.done(lasting=True)
     body = {"model": name, **request.body}
     if quantize:
         body["quantize"] = quantize
-    for progress in client.stream("/api/create", body):
-        say(str(progress.get("status", "")), False)
+    for step in client.stream("/api/create", body):
+        shown.step(step)

@@ -324,7 +324,7 @@ def _parse_int64(text: str) -> int:
     return value
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     """Go's strconv.ParseBool."""
     if text not in _BOOLS:
         raise ValueError(text)
@@ -334,7 +334,7 @@ def _parse_bool(text: str) -> bool:
 _SCALARS: dict[type, tuple[str, Callable[[str], Any]]] = {
     float: ("float", _parse_float32),
     int: ("int", _parse_int64),
-    bool: ("bool", _parse_bool),
+    bool: ("bool", parse_bool),
 }
 
 

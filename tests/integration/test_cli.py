@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -63,9 +64,27 @@ def test_list_and_ps(stack: Stack, brief: str) -> None:
 
 def test_run_answers_a_prompt_and_stdin(stack: Stack, brief: str) -> None:
     one_shot = corral(stack, "run", brief, "Say", "hi")
-    assert one_shot.returncode == 0 and one_shot.stdout.strip()
+    assert one_shot.returncode == 0 and one_shot.stdout.strip() and one_shot.stdout.endswith("\n\n")
     piped = corral(stack, "run", brief, stdin="What is 2+2?")
     assert piped.returncode == 0 and piped.stdout.strip()
+    both = corral(stack, "run", brief, "Answer in one word.", stdin="What is 2+2?")  # stdin first
+    assert both.returncode == 0 and both.stdout.strip()
+
+
+def test_run_verbose_prints_the_statistics_on_stderr(stack: Stack, brief: str) -> None:
+    done = corral(stack, "run", "--verbose", brief, "Hi")
+    assert done.returncode == 0 and done.stdout.strip()
+    labels = [line.split(":")[0] for line in done.stderr.splitlines()]
+    assert labels[0] == "total duration" and labels[-3:] == ["eval count", "eval duration", "eval rate"]
+    assert re.fullmatch(r"eval rate: {12}\d+\.\d\d tokens/s", done.stderr.splitlines()[-1])
+
+
+def test_run_with_an_empty_prompt_loads_the_model_and_exits(stack: Stack, brief: str) -> None:
+    """The FAQ's preload, as `ollama run MODEL ""`."""
+    assert corral(stack, "stop", brief).returncode == 0
+    done = corral(stack, "run", brief, "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert any(line.startswith(brief) for line in corral(stack, "ps").stdout.splitlines())
 
 
 def test_show_cp_rm_stop(stack: Stack) -> None:
@@ -134,12 +153,23 @@ def test_create_from_an_unknown_model_pulls_it_and_says_why_that_failed(stack: S
     ("args", "error"),
     [(("show", "nope"), "Error: model 'nope' not found"),
      (("stop", "nope"), 'Error: couldn\'t find model "nope" to stop'),
-     (("run", "nope", "hi"), "Error: model 'nope' not found")],
-    ids=["show", "stop", "run"],
+     (("run", MODEL, "--think=maybe", "hi"),
+      'Error: invalid value for --think: "maybe" (must be true, false, high, medium, low, or max)'),
+     (("run", MODEL, "--think", "hi"), f'Error: "{MODEL}" does not support thinking')],
+    ids=["show", "stop", "run-think-value", "run-think-unsupported"],
 )  # fmt: skip
 def test_errors_are_one_line_and_exit_non_zero(stack: Stack, args: tuple[str, ...], error: str) -> None:
     done = corral(stack, *args)
     assert done.returncode == 1 and done.stderr.strip() == error
+
+
+def test_run_pulls_a_model_that_is_not_here(stack: Stack) -> None:
+    """As `ollama run` (showOrPullModel): the pull fails offline, with the registry's error."""
+    done = corral(stack, "run", "nope", "hi")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and lines[0] == "pulling manifest"
+    assert lines[-1].startswith("Error: pull model manifest: ")
+    assert [line for line in lines if line.startswith("Error:")] == [lines[-1]]
 
 
 class Terminal:
@@ -186,3 +216,44 @@ def test_the_conversation_at_the_prompt(stack: Stack) -> None:
     finally:
         term.process.kill()
         os.close(term.master)
+
+
+def test_the_conversations_commands(stack: Stack, brief: str, tmp_path: Path) -> None:
+    """/set think on a model that cannot think, /load of a missing model keeps the old one,
+    /show parameters, /save then run the saved model; lines go to the history file."""
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}", "CORRAL_DATA_DIR": str(tmp_path)}
+    term = Terminal([CORRAL, "run", brief], env)
+    try:
+        term.wait_for(">>> ")
+        term.type("/set think\r")
+        shown = term.wait_for(">>> ")
+        assert f'warning: model "{brief}" does not support thinking output' in shown
+        assert "Set 'think' mode." in shown
+        term.type("Hello\r")
+        assert f'error: "{brief}" does not support thinking' in term.wait_for(">>> ")
+        term.type("/set nothink\r")
+        assert "Set 'nothink' mode." in term.wait_for(">>> ")
+        term.type("/load nope\r")
+        shown = term.wait_for(">>> ")
+        assert "Loading model 'nope'\r\nCouldn't find model 'nope'" in shown
+        term.type("/set parameter num_predict 8\r")
+        assert "Set parameter 'num_predict' to '8'" in term.wait_for(">>> ")
+        term.type("/set parameter num_predict eight\r")
+        assert 'Couldn\'t set parameter: "invalid int value [eight]"' in term.wait_for(">>> ")
+        term.type("Hi\r")  # still the old model
+        assert "does not support" not in term.wait_for(">>> ")
+        term.type("/show parameters\r")
+        shown = term.wait_for(">>> ")
+        assert "Model defined parameters:" in shown and "User defined parameters:" in shown
+        term.type("/save saved:cli\r")
+        assert "Created new model 'saved:cli'" in term.wait_for(">>> ")
+        term.type("/bye\r")
+        assert term.process.wait(DEADLINE) == 0
+    finally:
+        term.process.kill()
+        os.close(term.master)
+    assert "/save saved:cli" in (tmp_path / "history").read_text()
+    modelfile = corral(stack, "show", "saved:cli", "--modelfile").stdout
+    assert "PARAMETER num_predict 8" in modelfile and "MESSAGE user Hi" in modelfile
+    assert corral(stack, "run", "saved:cli", "Hi").returncode == 0
+    assert corral(stack, "rm", "saved:cli").returncode == 0
