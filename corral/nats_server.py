@@ -82,8 +82,16 @@ class NatsServer:
         """The port the server reported at its last start (0 before any)."""
         return int(self.url.rsplit(":", 1)[1]) if self.url else 0
 
-    def start(self, timeout: float = 10.0, *, detached: bool = False, port: int = -1) -> str:
-        """Start the server on `port` (-1: one it picks); return its URL, token included."""
+    def start(
+        self,
+        timeout: float = 10.0,
+        *,
+        detached: bool = False,
+        port: int = -1,
+        monitor_port: int | None = None,
+    ) -> str:
+        """Start the server on `port` (-1: one it picks); return its URL, token included.
+        `monitor_port`: its HTTP monitoring endpoints (/connz, /jsz) there, on 127.0.0.1."""
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         token = self.token()
@@ -105,6 +113,7 @@ class NatsServer:
                 str(port),
                 "--ports_file_dir",
                 str(ports_dir),
+                *(["-m", str(monitor_port)] if monitor_port is not None else []),
             ],
             detached=detached,
             stdout=log_file,

@@ -42,6 +42,7 @@ class Stack:
     nats: NatsServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
+    monitor_port: int = 0  # nats-server's HTTP monitoring (/connz, /jsz)
 
     @property
     def url(self) -> str:
@@ -70,7 +71,8 @@ class Stack:
         """Start nats-server and `services`; with all four, wait until a preload goes through."""
         self.port = free_port()
         self.nats = NatsServer(self.nats_binary, self.root / "nats")
-        self.nats.start()
+        self.monitor_port = free_port()
+        self.nats.start(monitor_port=self.monitor_port)
         for name in services:
             self.start_service(name)
         if services == SERVICES:

@@ -220,6 +220,45 @@ def test_num_ctx_is_capped_at_the_trained_context(stack: Stack) -> None:
     assert 8192 in contexts  # SmolLM2 was trained on 8,192 tokens
 
 
+def test_refused_and_odd_requests_leave_no_subscription_behind(stack: Stack) -> None:
+    """Each kind of input that once leaked a NATS subscription in the gateway, counted on the
+    broker (nats-server's /connz) before and after: nothing is left behind."""
+
+    def subscriptions() -> int:
+        connz = httpx.get(f"http://127.0.0.1:{stack.monitor_port}/connz", params={"subs": 1}).json()
+        return sum(c.get("num_subscriptions", 0) for c in connz["connections"])
+
+    generate = f"{stack.url}/api/generate"
+    assert httpx.post(generate, json={"model": MODEL}, timeout=60).json()["done"]  # loaded, settled
+    before = subscriptions()
+    for _ in range(3):
+        response = httpx.post(generate, json={"model": MODEL, "prompt": "x" * (9 * 1024 * 1024)}, timeout=60)
+        assert response.status_code == 413
+    for _ in range(10):
+        surrogate = b'{"model": "%s", "prompt": "\\ud800 hi", "stream": false, "options": {"num_predict": 1}}'
+        assert httpx.post(generate, content=surrogate % MODEL.encode(), timeout=60).status_code == 200
+        assert httpx.post(generate, json={"model": "nope", "prompt": "x"}, timeout=60).status_code == 404
+        nan = b'{"model": "%s", "prompt": "x", "options": {"temperature": NaN}}' % MODEL.encode()
+        assert httpx.post(generate, content=nan, timeout=60).status_code == 400
+    assert subscriptions() == before
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat"])
+def test_a_long_document_is_cut_to_the_context(stack: Stack, path: str) -> None:
+    """A 2 MB prompt (over NATS's default 1 MB message) is a normal request: cut to the
+    context as Ollama cuts it, answered."""
+    document = "word " * 400_000
+    body: dict = {"model": MODEL, "stream": False, "options": {"num_predict": 1, "temperature": 0}}
+    body.update(
+        {"prompt": document}
+        if path == "/api/generate"
+        else {"messages": [{"role": "user", "content": document}]}
+    )
+    answer = httpx.post(f"{stack.url}{path}", json=body, timeout=120)
+    assert answer.status_code == 200 and answer.json()["done"] is True
+    assert 0 < answer.json()["prompt_eval_count"] < 2048  # the default context
+
+
 def test_a_prompt_larger_than_a_nats_message_is_a_413(stack: Stack) -> None:
     body = {"model": MODEL, "prompt": "x" * (9 * 1024 * 1024)}
     response = httpx.post(f"{stack.url}/api/generate", json=body, timeout=60)
