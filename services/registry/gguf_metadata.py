@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy
+
 MAGIC = b"GGUF"
 ARRAY_KEPT = 64  # arrays up to this many elements are read; longer ones become their length
 _SCALARS = {
@@ -29,7 +31,7 @@ _SCALARS = {
     11: "<q",  # int64
     12: "<d",  # float64
 }
-_STRING, _ARRAY = 8, 9
+_STRING, _ARRAY, _FLOAT32 = 8, 9, 6
 
 
 class NotGguf(ValueError):
@@ -112,6 +114,8 @@ def _header(f: IO[bytes], name: str, arrays_kept: int | None) -> tuple[dict[str,
 
 
 def _value(f: IO[bytes], kind: int, arrays_kept: int | None = None) -> Any:
+    if kind == _FLOAT32:
+        return shortest_float32(_read(f, "<f"))
     if kind in _SCALARS:
         return _read(f, _SCALARS[kind])
     if kind == _STRING:
@@ -123,6 +127,12 @@ def _value(f: IO[bytes], kind: int, arrays_kept: int | None = None) -> Any:
         _skip(f, element, length)
         return SkippedArray(length)
     raise NotGguf(f"unknown GGUF value type {kind}")
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that is the same float32, as Go writes a float32 (1e-05, not the
+    9.999999747378752e-06 its widening to a double prints)."""
+    return float(str(numpy.float32(value)))  # numpy prints a float32 by its shortest round trip
 
 
 def _skip(f: IO[bytes], element: int, length: int) -> None:

@@ -116,3 +116,15 @@ def test_a_verbose_show_too_large_for_one_message_is_refused_clearly() -> None:
     refused = sendable(shown, 1000)
     assert refused.model is None and refused.code == "too_large"
     assert refused.error is not None and refused.error.startswith("model metadata too large to send: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [(9.999999747378752e-06, 1e-05), (10000.0, 10000.0), (0.10000000149011612, 0.1), (0.0, 0.0),
+     (3.4028234663852886e38, 3.4028235e38), (-1.5, -1.5)],
+    ids=["norm-epsilon", "rope-base", "tenth", "zero", "max", "negative"],
+)  # fmt: skip
+def test_float32_metadata_reads_as_go_writes_it(value: float, written: float) -> None:
+    from services.registry.gguf_metadata import shortest_float32
+
+    assert shortest_float32(value) == written
