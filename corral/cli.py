@@ -33,6 +33,7 @@ from corral.run import (
     prompt_of,
     show_or_pull,
 )
+from corral.showinfo import model_summary
 from services.config import ConfigError, load_settings, redact_url
 from services.registry.names import InvalidName, parse_name
 from services.version import corral_version
@@ -101,9 +102,9 @@ def list_models(prefix: str = typer.Argument("", help="Only models whose name st
         [m["name"], m["digest"][:12], tables.human_bytes(m["size"]),
          tables.human_time(tables.parse_time(m["modified_at"]), now)]
         for m in models
-        if m["name"].lower().startswith(prefix.lower())
+        if tables.named(m["name"], prefix, fold_case=True)
     ]  # fmt: skip
-    typer.echo(tables.table(["NAME", "ID", "SIZE", "MODIFIED"], rows))
+    typer.echo(tables.table(rows, ["NAME", "ID", "SIZE", "MODIFIED"]), nl=False)
 
 
 app.command("ls", help="List models (as `list`).")(list_models)
@@ -129,19 +130,19 @@ def ps(prefix: str = typer.Argument("", help="Only models whose name starts with
             m["digest"][:12],
             tables.human_bytes(m["size"]),
             tables.processor(m["size"], m["size_vram"]),
-            str(m.get("context_length", "")),
+            str(m.get("context_length", 0)),
             tables.until(tables.parse_time(m["expires_at"]), now),
         ]
         for m in models
     ]
     running = {m["name"] for m in models}
     rows += [[name, "", "", "", "", ""] for name in waiting if name not in running]
-    rows = [row for row in rows if row[0].lower().startswith(prefix.lower())]
+    rows = [row for row in rows if tables.named(row[0], prefix, fold_case=False)]
     headers = ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     if waiting:
         headers.append("WAITING")
         rows = [[*row, str(waiting.get(row[0], 0))] for row in rows]
-    typer.echo(tables.table(headers, rows))
+    typer.echo(tables.table(rows, headers), nl=False)
 
 
 @app.command()
@@ -152,21 +153,23 @@ def show(
     parameters: bool = typer.Option(False, "--parameters", help="Show the parameters."),
     system: bool = typer.Option(False, "--system", help="Show the system message."),
     template: bool = typer.Option(False, "--template", help="Show the template."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show detailed model information."),
 ) -> None:
     """Show information for a model."""
-    try:
-        shown = _client().post("/api/show", {"model": model})
-    except ClientError as exc:
-        _fail(str(exc))
     chosen = [k for k, on in (("license", license_), ("modelfile", modelfile), ("parameters", parameters),
                               ("system", system), ("template", template)) if on]  # fmt: skip
     if len(chosen) > 1:
         flags = "'--license', '--modelfile', '--parameters', '--system', or '--template'"
         _fail(f"only one of {flags} can be specified")
+    try:
+        shown = _client().post("/api/show", {"model": model, "verbose": verbose})
+    except ClientError as exc:
+        _fail(str(exc))
     if chosen:
-        typer.echo(shown.get(chosen[0], ""))
+        # ShowHandler: Println for these three, Print for the system message and the template
+        typer.echo(shown.get(chosen[0], ""), nl=chosen[0] in ("license", "modelfile", "parameters"))
         return
-    typer.echo(tables.model_summary(shown))
+    typer.echo(model_summary(shown, verbose), nl=False)
 
 
 @app.command()
@@ -352,7 +355,8 @@ def _run(client: Client, opts: RunOptions, screen: Screen, interactive: bool, in
     elif interactive:
         load_model(client, opts, screen)
         print_loaded_messages(opts, screen)
-        history = History(load_settings().data_dir / "history")
+        settings = load_settings()
+        history = History(settings.data_dir / "history", enabled=not settings.nohistory)
         Repl(client, opts, screen, input, history).run()
     else:
         generate(client, opts, screen)

@@ -2,7 +2,7 @@
 
 As Ollama's readline/history.go: the last 100 lines, saved after each one to a history file
 (Ollama's ~/.ollama/history; corral's under its data directory, ~/.corral/history), and
-`/set nohistory` stops recording.
+`/set nohistory` stops recording (OLLAMA_NOHISTORY: from the first line).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def _readline() -> ModuleType | None:
 
 
 class History:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.enabled = True
+    def __init__(self, path: Path | None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
         self._readline = _readline()
+        self.enable(enabled)
         if self._readline is None or path is None:
             return
         self._readline.set_history_length(LIMIT)

@@ -27,7 +27,7 @@ from corral.run import (
     load_model,
     show,
 )
-from corral.tables import model_summary
+from corral.showinfo import model_summary
 from services.gotemplate.gofmt import format_value
 from services.gotemplate.gostr import quote
 

@@ -1,17 +1,21 @@
 """How `corral list` and `corral ps` print, as `ollama` prints (cmd/cmd.go, format/*.go).
 
 Pure functions: sizes in decimal units, times as "4 minutes from now", the
-PROCESSOR column, and tables left-aligned with four spaces between columns.
+PROCESSOR column, the NAME filter, and tables as ollama's tablewriter (v0.0.5) draws them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+
+from rich.cells import cell_len
 
 FOREVER_YEARS = 20  # an expiry further away than this is shown as "Forever"
 _UNITS = ((1000**4, "TB"), (1000**3, "GB"), (1000**2, "MB"), (1000, "KB"))
+COLUMN_WIDTH = 30  # tablewriter's MAX_ROW_WIDTH: a wider cell is wrapped at its spaces
+PADDING = "    "  # ollama's SetTablePadding, after every cell
+WRAP_PENALTY = 10**5  # tablewriter's defaultPenalty, for a line longer than the limit
 
 
 def human_bytes(size: int) -> str:
@@ -84,14 +88,73 @@ def until(expires_at: datetime, now: datetime) -> str:
     return human_time(expires_at, now)
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns, four spaces apart, no borders (tablewriter as ollama sets it)."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+def named(name: str, prefix: str, *, fold_case: bool) -> bool:
+    """The NAME filter of `list` and `ps`: a prefix, case-insensitive for `list` only (ListHandler
+    lowercases both sides since Ollama's mixed-case names; ListRunningHandler does not)."""
+    if fold_case:
+        return name.lower().startswith(prefix.lower())
+    return name.startswith(prefix)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str] = (), width: int = COLUMN_WIDTH) -> str:
+    """Rows as ollama's tablewriter draws them: left-aligned, no borders, every cell followed by
+    four spaces (a header's last cell by one), a cell wider than `width` wrapped at its spaces."""
+    cells = [[_cell_lines(text, width) for text in row] for row in [header, *rows] if row]
+    widths: dict[int, int] = {}
+    for row in cells:
+        for i, (_, cell_width) in enumerate(row):
+            widths[i] = max(widths.get(i, 0), cell_width)
+    out = []
+    for n, row in enumerate(cells):
+        height = max(len(lines) for lines, _ in row)
+        for y in range(height):
+            line = ""
+            for i, (lines, _) in enumerate(row):
+                # tablewriter fills a shorter cell with two spaces, then pads to the column's width
+                text = lines[y] if y < len(lines) else "  "
+                last_of_header = bool(header) and n == 0 and i == len(widths) - 1
+                line += text + " " * (widths[i] - cell_len(text)) + (" " if last_of_header else PADDING)
+            out.append(line + "\n")
+    return "".join(out)
+
+
+def _cell_lines(text: str, limit: int) -> tuple[list[str], int]:
+    """tablewriter's parseDimension: a cell's lines (its lines joined, then wrapped at `limit`
+    or its longest word) and the width it asks of its column."""
+    width = min(max(cell_len(line) for line in text.split("\n")), limit)
+    lines = _wrap(text.replace("\n", " "), width)
+    return lines, max([width, *(cell_len(line) for line in lines)])
+
+
+def _wrap(text: str, limit: int) -> list[str]:
+    """tablewriter's WrapString: the words into lines of minimal raggedness (WrapWords)."""
+    words = text.split(" ")
+    sizes = [cell_len(word) for word in words]
+    limit = max([limit, *sizes])
+    count = len(words)
+    starts = [0]  # starts[i]: the widths of the words before word i
+
+    for size in sizes:
+        starts.append(starts[-1] + size)
+
+    def span(first: int, last: int) -> int:  # words[first..last] set one space apart
+        return starts[last + 1] - starts[first] + last - first
+
+    cost, breaks = [0] * count, [count] * count
+    for i in range(count - 1, -1, -1):
+        if span(i, count - 1) <= limit:
+            continue
+        cost[i] = 2**31 - 1
+        for j in range(i + 1, count):
+            length = span(i, j - 1)
+            penalty = (limit - length) ** 2 + cost[j] + (WRAP_PENALTY if length > limit else 0)
+            if penalty < cost[i]:
+                cost[i], breaks[i] = penalty, j
+    lines, i = [], 0
+    while i < count:
+        lines.append(" ".join(words[i : breaks[i]]))
+        i = breaks[i]
+    return lines
 
 
 def parse_time(text: str) -> datetime:
@@ -104,19 +167,3 @@ def parse_time(text: str) -> datetime:
         text = f"{head}.{digits[:6]}{zone}"
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def model_summary(shown: dict[str, Any]) -> str:
-    """`ollama show`'s overview of an /api/show answer: the model, then its capabilities."""
-    details, info = shown.get("details") or {}, shown.get("model_info") or {}
-    arch = info.get("general.architecture", "")
-    rows = [
-        ("architecture", arch),
-        ("parameters", details.get("parameter_size", "")),
-        ("context length", str(info.get(f"{arch}.context_length", ""))),
-        ("embedding length", str(info.get(f"{arch}.embedding_length", ""))),
-        ("quantization", details.get("quantization_level", "")),
-    ]
-    lines = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v]
-    lines += ["", "  Capabilities"] + [f"    {c}" for c in shown.get("capabilities") or []]
-    return "\n".join(lines) + "\n"

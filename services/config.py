@@ -289,6 +289,7 @@ class Settings:
     engine_threads: int = _env("CORRAL_ENGINE_THREADS", _uint(), 0)  # 0: every core, one fewer under load
     heartbeat_interval: float = _env("CORRAL_HEARTBEAT_INTERVAL", _seconds, 2.0)
     queue_ack_wait: float = _env("CORRAL_QUEUE_ACK_WAIT", _seconds, 30.0)
+    nohistory: bool = _env("OLLAMA_NOHISTORY", _bool, False)  # `corral run` saves no REPL history
     idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)
     metrics: bool = _env("CORRAL_METRICS", _bool, False)  # the gateway serves /metrics (Prometheus)
     catalog: str = _env("CORRAL_CATALOG", _text, "")  # a SQLAlchemy URL; "": SQLite in CORRAL_DATA_DIR

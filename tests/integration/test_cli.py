@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -21,8 +22,10 @@ from tests.watch import DEADLINE
 CORRAL = str(Path(sys.executable).with_name("corral"))
 
 
-def corral(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
+def corral(
+    stack: Stack, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env or {}), "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
     return subprocess.run(
         [CORRAL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=DEADLINE
     )
@@ -62,6 +65,47 @@ def test_list_and_ps(stack: Stack, brief: str) -> None:
     assert "100% CPU" in row and "from now" in row
 
 
+def test_ls_is_list(stack: Stack) -> None:
+    listed, aliased = corral(stack, "list"), corral(stack, "ls")
+    assert aliased.returncode == 0 and aliased.stdout.splitlines()[0] == listed.stdout.splitlines()[0]
+    assert [line.split()[:2] for line in aliased.stdout.splitlines()] == [
+        line.split()[:2] for line in listed.stdout.splitlines()
+    ]  # NAME and ID: MODIFIED may have moved on between the two
+
+
+def test_ps_context_is_the_loaded_context_and_its_filter_keeps_case(stack: Stack) -> None:
+    """The CONTEXT column: the context the model was loaded with, OLLAMA_CONTEXT_LENGTH's 2048
+    by default. `ps` filters by a case-sensitive prefix, as ListRunningHandler does."""
+    assert corral(stack, "run", MODEL, "").returncode == 0  # loaded with its default options
+    loaded = {m["name"]: m for m in httpx.get(f"{stack.url}/api/ps").json()["models"]}
+    assert loaded[MODEL]["context_length"] == 2048
+    running = corral(stack, "ps", "smollm2").stdout.splitlines()
+    assert running[0].split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    row = rf"{re.escape(MODEL)} +\S{{12}} +[\d.]+ [KMG]B +100% CPU +2048 +.+ from now {{4}}"
+    assert re.fullmatch(row, running[1]), running
+    assert corral(stack, "ps", "SMOLLM2").stdout.splitlines()[1:] == []
+
+
+def test_stop_all_unloads_every_model(stack: Stack, brief: str) -> None:
+    assert corral(stack, "run", brief, "").returncode == 0  # loaded
+    assert httpx.get(f"{stack.url}/api/ps").json()["models"] != []
+    done = corral(stack, "stop", "--all")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert httpx.get(f"{stack.url}/api/ps").json()["models"] == []
+
+
+def test_local_traffic_never_goes_through_a_proxy(stack: Stack) -> None:
+    """Every proxy variable names a dead port and nothing is exempt: `corral list` still answers."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")}
+    env = {**proxies, **{k.lower(): v for k, v in proxies.items()}, "NO_PROXY": "", "no_proxy": ""}
+    listed = corral(stack, "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith(MODEL) for line in listed.stdout.splitlines())
+
+
 def test_run_answers_a_prompt_and_stdin(stack: Stack, brief: str) -> None:
     one_shot = corral(stack, "run", brief, "Say", "hi")
     assert one_shot.returncode == 0 and one_shot.stdout.strip() and one_shot.stdout.endswith("\n\n")
@@ -95,6 +139,19 @@ def test_show_cp_rm_stop(stack: Stack) -> None:
     assert corral(stack, "rm", "mine:cli").stdout.strip() == "deleted 'mine:cli'"
     assert corral(stack, "stop", MODEL).returncode == 0
     assert not any(line.startswith(MODEL) for line in corral(stack, "ps").stdout.splitlines())
+
+
+def test_show_verbose_adds_the_metadata_and_the_tensors(stack: Stack) -> None:
+    """`ollama show -v`: every GGUF key (arrays cut to their first items) and every tensor."""
+    plain = corral(stack, "show", MODEL).stdout
+    shown = corral(stack, "show", "-v", MODEL)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "  Metadata" not in plain and "  Metadata" in lines and "  Tensors" in lines
+    assert any(re.fullmatch(r" {4}token_embd\.weight +Q8_0 +\[576 49152\] {4}", line) for line in lines)
+    # the whole vocabulary came (verbose), and shows as its first token and a count
+    tokens = r" {4}tokenizer\.ggml\.tokens +\[<\|endoftext\|> \.\.\.\+49151 more\] {4}"
+    assert any(re.fullmatch(tokens, line) for line in lines)
 
 
 def test_create_from_a_modelfile(stack: Stack, tmp_path: Path) -> None:
@@ -257,3 +314,21 @@ def test_the_conversations_commands(stack: Stack, brief: str, tmp_path: Path) ->
     assert "PARAMETER num_predict 8" in modelfile and "MESSAGE user Hi" in modelfile
     assert corral(stack, "run", "saved:cli", "Hi").returncode == 0
     assert corral(stack, "rm", "saved:cli").returncode == 0
+
+
+def test_nohistory_saves_no_history(stack: Stack, brief: str, tmp_path: Path) -> None:
+    """OLLAMA_NOHISTORY=1: the conversation writes no history file (one is written without it,
+    test_the_conversations_commands)."""
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}", "CORRAL_DATA_DIR": str(tmp_path),
+           "OLLAMA_NOHISTORY": "1"}  # fmt: skip
+    term = Terminal([CORRAL, "run", brief], env)
+    try:
+        term.wait_for(">>> ")
+        term.type("/set parameter num_predict 8\r")
+        assert "Set parameter 'num_predict' to '8'" in term.wait_for(">>> ")
+        term.type("/bye\r")
+        assert term.process.wait(DEADLINE) == 0
+    finally:
+        term.process.kill()
+        os.close(term.master)
+    assert not (tmp_path / "history").exists()

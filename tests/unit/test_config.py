@@ -109,6 +109,7 @@ def test_defaults_are_ollamas() -> None:
         ("OLLAMA_MAX_LOADED_MODELS", "1.5"),
         ("OLLAMA_CONTEXT_LENGTH", "0o10"),
         ("OLLAMA_FLASH_ATTENTION", "random"),
+        ("OLLAMA_NOHISTORY", "maybe"),
         ("OLLAMA_KV_CACHE_TYPE", "q5_1"),
         ("CORRAL_ENGINE", "tpu"),
         ("CORRAL_WORKER_ID", "a.b"),
@@ -173,6 +174,14 @@ def test_an_engine_this_build_lacks_is_refused_at_start_up(engine: str) -> None:
 )
 def test_load_timeout_zero_or_negative_means_no_limit(value: str, deadline: float) -> None:
     assert load_settings({"OLLAMA_LOAD_TIMEOUT": value}).load_deadline == deadline
+
+
+@pytest.mark.parametrize(
+    ("value", "nohistory"), [("", False), ("1", True), ("true", True), ("0", False), ("'True'", True)]
+)
+def test_nohistory_is_a_go_bool(value: str, nohistory: bool) -> None:
+    """OLLAMA_NOHISTORY: envconfig.Bool, quotes and spaces trimmed; unset is off."""
+    assert load_settings({"OLLAMA_NOHISTORY": value}).nohistory is nohistory
 
 
 def test_every_setting_has_one_variable_and_its_default_when_unset() -> None:

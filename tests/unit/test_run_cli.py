@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from corral.client import ClientError
 from corral.display import Answer, WrapState, display_response, go_duration, summary
 from corral.flags import parse_bool_flag, parse_think, with_defaults
+from corral.history import History
 from corral.repl import USAGE, USAGE_PARAMETERS, USAGE_SET, Repl, parameters_text
 from corral.run import (
     RunOptions,
@@ -396,3 +398,15 @@ def test_ctrl_c_at_the_prompt_reminds_how_to_leave() -> None:
 
     Repl(client, RunOptions("m"), Screen(out, io.StringIO()), read).run()  # type: ignore[arg-type]
     assert out.getvalue() == "\nUse Ctrl + d or /bye to exit.\n"
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["history", "nohistory"])
+def test_history_is_saved_only_when_enabled(tmp_path: Path, enabled: bool) -> None:
+    """OLLAMA_NOHISTORY opens the history disabled, as `/set nohistory` leaves it: nothing saved."""
+    pytest.importorskip("readline")
+    history = History(tmp_path / "history", enabled=enabled)
+    try:
+        history.save()
+        assert (tmp_path / "history").exists() is enabled
+    finally:
+        history.enable(True)  # readline's auto-history is process-wide
