@@ -78,6 +78,9 @@ def serve() -> None:
         raise typer.Exit(1) from exc
 
 
+app.command("start", help="Start corral (as `serve`).")(serve)
+
+
 def _client() -> Client:
     try:
         return Client()

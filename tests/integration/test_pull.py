@@ -333,3 +333,15 @@ def test_corral_pull_prints_ollamas_statuses(stack: Stack, registry: DockerRegis
         "pulling manifest",
         "Error: pull model manifest: file does not exist",
     ]
+
+
+def test_corral_push_prints_ollamas_statuses(stack: Stack, registry: DockerRegistry) -> None:
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{stack.port}"}
+    name = f"{registry.host}/library/smolcli:v1"
+    ollama.Client(host=stack.url).copy(MODEL, name)
+    done = subprocess.run([CORRAL, "push", name], env=env, capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "retrieving manifest" and lines[-2:] == ["pushing manifest", "success"]
+    assert done.stdout == f"\nYou can find your model at:\n\n\t{name}\n"
+    assert ollama.Client(host=stack.url).pull(name).status == "success"  # it is there to pull back

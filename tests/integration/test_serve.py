@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.otlp import OtlpReceiver, Span, exporting_to
 from tests.stack import MODEL, Stack, free_port
@@ -80,10 +81,11 @@ def test_corral_serve_starts_everything_and_stops_with_no_orphans(tmp_path: Path
     until(lambda: not alive(children), what="every child process to exit")
 
 
-def test_corral_serve_refuses_a_bad_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verb", ["serve", "start"])  # `start`: ollama's alias of serve
+def test_corral_serve_refuses_a_bad_setting(tmp_path: Path, verb: str) -> None:
     corral = Path(sys.executable).with_name("corral")
     env = {**os.environ, "OLLAMA_MAX_QUEUE": "lots", "CORRAL_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([str(corral), "serve"], env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run([str(corral), verb], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "OLLAMA_MAX_QUEUE" in done.stderr and "whole number" in done.stderr
 
