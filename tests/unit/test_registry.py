@@ -17,7 +17,12 @@ NAMES = [
     ("smollm2:135m", "registry.ollama.ai", "library", "smollm2", "135m", "smollm2:135m"),
     ("ns/model:tag", "registry.ollama.ai", "ns", "model", "tag", "ns/model:tag"),
     ("example.com:5000/ns/m:1.0", "example.com:5000", "ns", "m", "1.0", "example.com:5000/ns/m:1.0"),
-]
+    # Hugging Face by Ollama's naming: the repository's GGUF with that quantization.
+    ("hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M", "hf.co", "bartowski", "SmolLM2-135M-Instruct-GGUF",
+     "Q4_K_M", "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M"),
+    ("hf.co/unsloth/Qwen3-0.6B-GGUF", "hf.co", "unsloth", "Qwen3-0.6B-GGUF", "latest",
+     "hf.co/unsloth/Qwen3-0.6B-GGUF:latest"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "host", "ns", "model", "tag", "short"), NAMES, ids=[n[0] for n in NAMES])
