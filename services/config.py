@@ -56,7 +56,8 @@ ORIGIN_SCHEMES = (
     "ms-browser-extension://",
 )
 KV_CACHE_TYPES = ("", "f16", "q8_0", "q4_0")
-ENGINES = ("auto", "llamacpp", "simulated")  # the engines this build has; a GPU engine adds itself here
+# auto: every engine this host can run, each model on the one for its format (worker/engines/formats.py)
+ENGINES = ("auto", "llamacpp", "exllamav2", "exllamav3", "simulated")
 MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS=0: Ollama's automatic limit, per GPU (and on CPU)
 STALE_HEARTBEATS = 5  # a worker silent for this many heartbeat intervals is gone
 NO_LIMIT = 365 * 24 * 3600.0  # "forever" for a deadline: a year of seconds

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
 # The error vocabulary on the wire: what went wrong, not an HTTP status. The gateway maps
@@ -151,14 +151,36 @@ class ModelShape(Message):
     embedding_length: int
 
 
+# How a model's weights are stored: one GGUF file (llama.cpp), or a directory of files in the
+# Hugging Face layout (config.json, tokenizer files, *.safetensors shards) quantized for
+# exllamav2 (EXL2; it also loads GPTQ and FP16 checkpoints) or exllamav3 (EXL3).
+ModelFormat = Literal["gguf", "exl2", "exl3"]
+# A file's name in a multi-file model's directory: no path, nothing hidden, no "." or "..", so a
+# worker can lay the files out under these names and nowhere else.
+FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")]
+
+
+class ModelFile(Message):
+    """One file of a multi-file model: its name in the model's directory and the blob holding it."""
+
+    name: FileName
+    digest: Digest
+    size: int = 0
+
+
 class ModelRef(Message):
     """A model as resolved by the registry: the name the client used, the weights it means,
     and what its manifest says about rendering prompts for it."""
 
     name: str  # as /api/tags shows it: "smollm2:135m"
     full_name: str  # "registry.ollama.ai/library/smollm2:135m", as Ollama's capability errors say
-    digest: Digest  # of the weights layer; content-addresses the file in blobs/
+    # GGUF: the weights layer's, content-addressing the file in blobs/. A multi-file model: the
+    # digest of its file set (names and digests, see the registry's store), naming no blob: what
+    # placement and residency key on.
+    digest: Digest
     size: int
+    format: ModelFormat = "gguf"
+    files: list[ModelFile] = Field(default_factory=list)  # exl2/exl3: every file of the directory
     manifest_digest: str = ""  # sha256 hex of the manifest: the model's id in /api/tags, /api/ps
     details: ModelDetails = Field(default_factory=ModelDetails)
     template: str | None = None  # Ollama (Go) template layer; None: the GGUF's own chat template
@@ -168,6 +190,17 @@ class ModelRef(Message):
     context_length: int | None = None  # tokens it was trained on; num_ctx never exceeds it
     messages: list[ChatMessage] = Field(default_factory=list)  # messages layer: put before a chat's
     shape: ModelShape | None = None  # from the GGUF, for the memory estimate; None: not known
+
+    @model_validator(mode="after")
+    def _files_fit_the_format(self) -> ModelRef:
+        names = [file.name for file in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError("a model's file names must be unique")
+        if self.format == "gguf" and self.files:
+            raise ValueError("a gguf model is one file: it lists no files")
+        if self.format != "gguf" and not self.files:
+            raise ValueError(f"an {self.format} model lists its files")
+        return self
 
 
 Think = bool | Literal["low", "medium", "high", "max"]

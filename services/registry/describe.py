@@ -1,12 +1,15 @@
 """What the registry says of a stored model: to workers (ModelRef), in /api/tags, in /api/show.
 
 Pure functions of the store's files. GGUF metadata is read once per weights file
-(blobs are content-addressed, so a path always names the same content).
+(blobs are content-addressed, so a path always names the same content). A model stored as
+files (EXL2/EXL3, see store.py) is described from its config.json and tokenizer_config.json
+instead, read once per blob likewise.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from services.protocol import (
     ShowResult,
     TensorInfo,
 )
-from services.protocol.messages import ErrorCode
+from services.protocol.messages import ErrorCode, ModelFormat
 from services.registry.capabilities import capabilities
 from services.registry.gguf_metadata import NotGguf, SkippedArray, read_metadata, read_tensors
 from services.registry.names import InvalidName, parse_name
@@ -59,13 +62,21 @@ def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
     """Everything a worker and the gateway need to know of a stored model."""
     template = found.text_layer(store, TEMPLATE_MEDIA_TYPE)
     params = found.text_layer(store, PARAMS_MEDIA_TYPE)
-    metadata = gguf_metadata(store.blob(found.weights_digest))
-    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    format: ModelFormat = "gguf"
+    if found.files:
+        files = files_model(store, found)
+        format, metadata, trained, shape = files.format, files.metadata, files.context_length, files.shape
+    else:
+        metadata = gguf_metadata(store.blob(found.weights_digest))
+        trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+        shape = model_shape(metadata)
     return ModelRef(
         name=found.name.display_shortest,
         full_name=found.name.full,
         digest=found.weights_digest,
         size=found.weights_size,
+        format=format,
+        files=list(found.files),
         manifest_digest=found.manifest_digest,
         details=details(store, found),
         template=template,
@@ -74,8 +85,90 @@ def model_ref(store: ModelStore, found: StoredModel) -> ModelRef:
         capabilities=capabilities(metadata, template, PROJECTOR_MEDIA_TYPE in found.layers),
         context_length=trained if isinstance(trained, int) and trained > 0 else None,
         messages=_messages(found.text_layer(store, MESSAGES_MEDIA_TYPE)),
-        shape=model_shape(metadata),
+        shape=shape,
     )
+
+
+@dataclass(frozen=True)
+class FilesModel:
+    """What a model stored as files says of itself, in the terms of a GGUF's description."""
+
+    format: ModelFormat
+    metadata: dict[str, Any]  # GGUF-named keys: general.architecture, tokenizer.chat_template
+    context_length: int | None
+    shape: ModelShape | None
+
+
+def files_model(store: ModelStore, found: StoredModel) -> FilesModel:
+    """A Hugging Face model directory's config.json (quantization_config.quant_method names EXL3;
+    anything else loads in exllamav2, which also takes EXL2, GPTQ and FP16 checkpoints) and chat
+    template (chat_template.jinja, else tokenizer_config.json's, a list's "default" or first)."""
+    blobs = {file.name: store.blob(file.digest) for file in found.files}
+    config = _json_blob(blobs["config.json"]) if "config.json" in blobs else {}
+    inner = config.get("text_config")
+    text: dict[str, Any] = inner if isinstance(inner, dict) else config
+    quantization = config.get("quantization_config")
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+    format: ModelFormat = "exl3" if "exl3" in (method, found.config.get("model_format")) else "exl2"
+    template: Any = _text_blob(blobs["chat_template.jinja"]) if "chat_template.jinja" in blobs else None
+    if template is None and "tokenizer_config.json" in blobs:
+        template = _json_blob(blobs["tokenizer_config.json"]).get("chat_template")
+        if isinstance(template, list):
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default", next(iter(named.values()), None))
+    metadata = {"general.architecture": str(text.get("model_type") or config.get("model_type") or "")}
+    if isinstance(template, str):
+        metadata["tokenizer.chat_template"] = template
+    trained = text.get("max_position_embeddings")
+    return FilesModel(
+        format=format,
+        metadata=metadata,
+        context_length=trained if isinstance(trained, int) and trained > 0 else None,
+        shape=hf_shape(text),
+    )
+
+
+def hf_shape(config: dict[str, Any]) -> ModelShape | None:
+    """ModelShape from a Hugging Face config: the same numbers under their config.json names."""
+
+    def number(key: str) -> int:
+        value = config.get(key)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    layers, heads, hidden = number("num_hidden_layers"), number("num_attention_heads"), number("hidden_size")
+    if not (layers and heads and hidden):
+        return None
+    per_head = number("head_dim") or hidden // heads
+    return ModelShape(
+        block_count=layers,
+        head_count=heads,
+        head_count_kv=number("num_key_value_heads") or heads,
+        key_length=per_head,
+        value_length=per_head,
+        embedding_length=hidden,
+    )
+
+
+SMALL_FILE = 16 << 20  # a config or tokenizer_config larger than this is not read
+
+
+@lru_cache(maxsize=64)
+def _json_blob(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(_text_blob(path) or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@lru_cache(maxsize=64)
+def _text_blob(path: Path) -> str | None:
+    try:
+        if path.stat().st_size > SMALL_FILE:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def model_shape(metadata: dict[str, Any]) -> ModelShape | None:
@@ -133,11 +226,12 @@ def catalog_entry(store: ModelStore, found: StoredModel) -> CatalogEntry:
 def details(store: ModelStore, found: StoredModel) -> ModelDetails:
     """From the manifest's config (as Ollama writes it), else from the GGUF's own metadata."""
     config = found.config
-    metadata = gguf_metadata(store.blob(found.weights_digest))
+    files = files_model(store, found) if found.files else None
+    metadata = files.metadata if files else gguf_metadata(store.blob(found.weights_digest))
     family = str(config.get("model_family") or metadata.get("general.architecture", ""))
     families = config.get("model_families")
     return ModelDetails(
-        format=str(config.get("model_format", "gguf")),
+        format=files.format if files else str(config.get("model_format", "gguf")),
         family=family,
         families=[str(f) for f in families] if isinstance(families, list) else ([family] if family else None),
         parameter_size=str(config.get("model_type") or metadata.get("general.size_label", "")),

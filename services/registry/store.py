@@ -3,6 +3,12 @@
     manifests/<host>/<namespace>/<model>/<tag>   raw manifest JSON
     blobs/sha256-<64 hex>                        content-addressed layers
 
+A model's weights are one GGUF layer (MODEL_MEDIA_TYPE), or, for a model stored as a directory
+of files (EXL2/EXL3: config.json, tokenizer files, safetensors shards), one FILE_MEDIA_TYPE layer
+per file with the file's name in the layer's `name` field, as Ollama's own per-file layers name
+theirs (its safetensors image layers). A file keeps its bytes whole, so identical shards of two
+models are one blob, and a worker opens each by digest under the name the model needs.
+
 Every write goes to a temporary file in the same directory and is renamed into
 place, so a crash never leaves a half-written blob or manifest under its real name.
 An existing Ollama model directory can be pointed at and read as it is.
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.protocol.messages import ModelFile
 from services.registry.errors import RegistryError
 from services.registry.names import ModelName
 
@@ -41,6 +48,9 @@ PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
 LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
 MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA_TYPE = "application/vnd.ollama.image.adapter"
+# corral's own: Ollama's tensor layers hold one tensor each, which no exllama loader opens, and an
+# Ollama client must not take a whole safetensors shard for one of those.
+FILE_MEDIA_TYPE = "application/vnd.corral.model.file"
 MANIFEST_DEPTH = 4  # manifests/<host>/<namespace>/<model>/<tag>
 _DIGEST = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 
@@ -65,13 +75,14 @@ class StoredModel:
 
     name: ModelName
     manifest_digest: str  # sha256 hex of the manifest bytes (no prefix), as Ollama shows it
-    weights_digest: str  # sha256:<hex> of the model layer
-    weights_size: int
+    weights_digest: str  # sha256:<hex> of the model layer; of the file set (file_set_digest) for files
+    weights_size: int  # a multi-file model's: its files' together
     total_size: int  # layers and config, as Ollama's Manifest.Size()
     modified_at: float
     config: dict[str, object]
     layers: dict[str, str]  # media type -> digest of its (first) layer
     ordered: tuple[tuple[str, str], ...] = ()  # every layer as (media type, digest), in order
+    files: tuple[ModelFile, ...] = ()  # a multi-file model's files (no GGUF layer), in order
 
     def text_layer(self, store: ModelStore, media_type: str) -> str | None:
         """A small layer's text (template, system), or None when the manifest has none."""
@@ -92,6 +103,14 @@ def blob_path(root: Path, digest: str) -> Path:
     if not match:
         raise InvalidDigest(digest)
     return root / "blobs" / f"sha256-{match.group(1).lower()}"
+
+
+def file_set_digest(files: tuple[ModelFile, ...]) -> str:
+    """The identity of a multi-file model's weights: sha256 over its files' names and digests, in
+    name order. Two manifests with the same files (other templates, say) share it, as two GGUF
+    models sharing a weights layer do; it names no blob."""
+    lines = "".join(f"{file.name}\0{file.digest}\n" for file in sorted(files, key=lambda f: f.name))
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -293,13 +312,18 @@ class ModelStore:
             raw = self.inside(path).read_bytes()
             manifest = json.loads(raw)
             layers = manifest.get("layers", [])
-            weights = next(layer for layer in layers if layer["mediaType"] == MODEL_MEDIA_TYPE)
+            weights = next((layer for layer in layers if layer["mediaType"] == MODEL_MEDIA_TYPE), None)
+            files = () if weights is not None else _files(layers)
+            if weights is None:
+                if not files:
+                    return None  # no weights at all
+                weights = {"digest": file_set_digest(files), "size": sum(f.size for f in files)}
             for digest in manifest_digests(manifest):
                 self.blob(digest)  # every layer a well-formed digest, none leading out of the store
             config_digest = manifest.get("config", {}).get("digest")
             config = json.loads(self.blob(config_digest).read_bytes()) if config_digest else {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration, OutsideStore):
-            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OutsideStore):
+            return None  # (a file layer the wire refuses raises pydantic's ValidationError, a ValueError)
         return StoredModel(
             name=ModelName(*path.relative_to(self.root / "manifests").parts),
             manifest_digest=hashlib.sha256(raw).hexdigest(),
@@ -311,7 +335,21 @@ class ModelStore:
             config=config,
             layers={layer["mediaType"]: layer["digest"] for layer in reversed(layers)},
             ordered=tuple((layer["mediaType"], layer["digest"]) for layer in layers),
+            files=files,
         )
+
+
+def _files(layers: list[dict[str, Any]]) -> tuple[ModelFile, ...]:
+    """The file layers of a manifest, in order; ValueError when two share a name or a name is not
+    a plain file name (the wire's rule)."""
+    files = tuple(
+        ModelFile(name=str(layer.get("name", "")), digest=layer["digest"], size=int(layer["size"]))
+        for layer in layers
+        if layer["mediaType"] == FILE_MEDIA_TYPE
+    )
+    if len({file.name for file in files}) != len(files):
+        raise ValueError("two files of one model share a name")
+    return files
 
 
 def manifest_digests(manifest: dict[str, Any]) -> set[str]:

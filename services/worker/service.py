@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from faststream.nats import NatsBroker
 
 from services.config import Settings
@@ -16,23 +18,46 @@ from services.protocol import (
     UnloadCommand,
     subjects,
 )
+from services.telemetry import log_event
 from services.worker import measure
 from services.worker.engines.base import Engine
+from services.worker.engines.formats import FormatEngines, describe_offer, installed_engines, offer, unusable
+from services.worker.gpus import cuda_devices
 from services.worker.worker import Worker
+
+log = logging.getLogger("corral.worker")
 
 
 def select_engine(settings: Settings) -> Engine:
-    """The engine this worker runs; imported here, so a CPU host never imports GPU code."""
-    if settings.engine in ("auto", "llamacpp"):
-        from services.worker.engines.llamacpp import LlamaCppEngine
-        from services.worker.engines.threads import ThreadGovernor
-
-        return LlamaCppEngine(ThreadGovernor(fixed=settings.engine_threads or None))
+    """The engines this worker runs, one per model format it can serve (engines/formats.py);
+    each is imported only when chosen, so a CPU host never imports GPU code."""
     if settings.engine == "simulated":  # scheduler tests at fleet scale and benchmarks only
         from services.worker.engines.simulated import SimulatedEngine
 
         return SimulatedEngine(settings.sim_devices, settings.sim_tokens_per_second)
-    raise SystemExit(f"corral-worker: CORRAL_ENGINE={settings.engine} is not available in this build")
+    offered = offer(settings.engine, installed_engines(), bool(cuda_devices()))
+    problem = unusable(settings.engine, offered)
+    if problem is not None:
+        raise SystemExit(f"corral-worker: {problem}")
+    log_event(log, "engines", **describe_offer(offered))
+    return FormatEngines(
+        {name: _engine(name, settings) for name, why in offered.items() if why is None}, offered
+    )
+
+
+def _engine(name: str, settings: Settings) -> Engine:
+    if name == "exllamav2":
+        from services.worker.engines.exllamav2 import ExLlamaV2Engine
+
+        return ExLlamaV2Engine()
+    if name == "exllamav3":
+        from services.worker.engines.exllamav3 import ExLlamaV3Engine
+
+        return ExLlamaV3Engine()
+    from services.worker.engines.llamacpp import LlamaCppEngine
+    from services.worker.engines.threads import ThreadGovernor
+
+    return LlamaCppEngine(ThreadGovernor(fixed=settings.engine_threads or None))
 
 
 def register(broker: NatsBroker, settings: Settings) -> Worker:

@@ -25,6 +25,7 @@ from services.protocol import (
     Failed,
     GenerationRequest,
     LoadCommand,
+    ModelRef,
     RunCommand,
     Started,
     UnloadCommand,
@@ -119,10 +120,11 @@ class Worker:
     async def load(self, command: LoadCommand) -> CommandResult:
         if self._residency.get(command.model.digest, command.num_ctx) is not None:
             return CommandResult(ok=True, state=self.state())
-        weights = weights_path(self._settings.models, command.model.digest)
-        if weights is None:
+        found = model_paths(self._settings.models, command.model)
+        if found is None:
             log_event(log, "load_refused", level=logging.ERROR, model=command.model.name)
             return CommandResult(ok=False, error="model weights outside OLLAMA_MODELS", state=self.state())
+        weights, files = found
         keep_alive = self._settings.keep_alive if command.keep_alive is None else command.keep_alive
         instance = self._residency.begin_load(
             command.model, command.num_ctx, command.slots, keep_alive, command.request_id
@@ -136,6 +138,8 @@ class Worker:
             kv_cache_type=self._settings.kv_cache_type,
             split=command.split,
             layers=command.model.shape.block_count if command.model.shape else None,
+            format=command.model.format,  # the engine is chosen by it (engines/formats.py)
+            files=files,
         )
         log_event(log, "loading", model=command.model.name, num_ctx=command.num_ctx, slots=command.slots)
         started = time.perf_counter()
@@ -358,6 +362,21 @@ class Worker:
                 self._close(instance, "shutdown")
         self._send(self._heartbeat_subject, self.state())
         await self._outbox.flush()
+
+
+def model_paths(models: Path, model: ModelRef) -> tuple[Path, dict[str, Path]] | None:
+    """Where `model` is in the store: its GGUF weights, or a multi-file model's config.json and
+    every file by its name. None when any of them leads out of OLLAMA_MODELS."""
+    if not model.files:
+        weights = weights_path(models, model.digest)
+        return None if weights is None else (weights, {})
+    files: dict[str, Path] = {}
+    for file in model.files:
+        path = weights_path(models, file.digest)
+        if path is None:
+            return None
+        files[file.name] = path
+    return files.get("config.json", next(iter(files.values()))), files
 
 
 def weights_path(models: Path, digest: str) -> Path | None:

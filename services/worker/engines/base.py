@@ -31,13 +31,17 @@ class InvalidJob(ValueError):
 
 @dataclass(frozen=True)
 class LoadSpec:
-    path: Path
+    path: Path  # GGUF: the weights file; a multi-file model: its config.json (all of it in `files`)
     num_ctx: int  # tokens per sequence
     slots: int  # sequences decoded together
     flash_attention: bool | None = None  # None: the engine decides
     kv_cache_type: str = ""  # "", "f16", "q8_0", "q4_0"
     split: Mapping[str, int] = field(default_factory=dict)  # bytes planned per device; {}: engine's choice
     layers: int | None = None  # the model's block count, when known (a partial offload needs it)
+    format: str = "gguf"  # the protocol's ModelFormat: which engine can load it
+    # A multi-file model's files, by their names in the model's directory: blob paths the worker
+    # resolved inside OLLAMA_MODELS (an engine builds no store path itself).
+    files: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
