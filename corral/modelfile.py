@@ -572,6 +572,7 @@ def _digest(path: str) -> str:
 _WEIGHTS = (
     ("model*.safetensors", ""),
     ("consolidated*.safetensors", ""),
+    ("output*.safetensors", ""),  # corral's addition: exllamav2's EXL2 directories name their shards so
     ("pytorch_model*.bin", "application/zip"),
     ("consolidated*.pth", "application/zip"),
     ("*.gguf", "application/octet-stream"),

@@ -1,13 +1,15 @@
 """Creating a model in the store (Ollama's CreateHandler and createModel).
 
 The layers come from a stored model (`from`; pulled first when not stored, as Ollama does)
-or from uploaded GGUF blobs (`files`); the
+or from uploaded files (`files`): GGUF blobs, or an EXL2/EXL3 model directory (config.json
+naming the quantization, tokenizer files, safetensors shards), kept whole as one file layer
+each, for the GPU engines; the
 template, system prompt, licenses, parameters and messages of the request then replace or
 add layers; a config layer describes the weights; the manifest is written last, in one
 rename, and the layers the name's previous manifest alone used are pruned.
 
 Quantizing (F16, BF16 or F32 weights to another type) runs llama.cpp's quantizer. Not done
-here (each a clear error): converting safetensors, split GGUF files, adapters and draft
+here (each a clear error): converting other safetensors, split GGUF files, adapters and draft
 models. corral renders a GGUF's own chat template when a model has no template layer, so
 Ollama's template autodetection has no counterpart.
 """
@@ -20,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.gotemplate import TemplateError
 from services.gotemplate import parse as parse_template
 from services.protocol import CreateModelRequest, Progress
+from services.protocol.messages import ModelFile
 from services.registry.errors import RegistryError
 from services.registry.gguf_metadata import NotGguf, file_type, is_gguf, parameter_count, read_metadata
 from services.registry.names import InvalidName, ModelName, parse_name
@@ -30,6 +35,7 @@ from services.registry.quantize import QUANTIZABLE, QUANTIZE_TYPES, QuantizeErro
 from services.registry.quantize import quantize as quantize_file
 from services.registry.store import (
     ADAPTER_MEDIA_TYPE,
+    FILE_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
     MESSAGES_MEDIA_TYPE,
     MODEL_MEDIA_TYPE,
@@ -156,9 +162,15 @@ def _layers_from_model(store: ModelStore, source: str, draft: _Draft) -> None:
     _describe_weights(store, draft)
 
 
+DIRECTORY_FORMATS = ("exl2", "exl3")  # quantization_config.quant_method of a model kept as files
+
+
 def _layers_from_files(store: ModelStore, files: dict[str, str], draft: _Draft) -> None:
     if not files:
         raise CreateError("no files provided to convert")
+    if "config.json" in files and _quant_method(_blob(store, files["config.json"])) in DIRECTORY_FORMATS:
+        _layers_from_directory(store, files, draft)
+        return
     if any(path.endswith(".safetensors") for path in files):
         raise CreateError("converting safetensors models is not supported by corral: create from a GGUF file")
     blobs = {path: _blob(store, digest) for path, digest in files.items()}
@@ -183,6 +195,56 @@ def _layers_from_files(store: ModelStore, files: dict[str, str], draft: _Draft) 
     if sum(layer["mediaType"] == MODEL_MEDIA_TYPE for layer in draft.layers) != 1:
         raise CreateError("a model needs exactly one GGUF file of weights (and at most one projector)")
     _describe_weights(store, draft)
+
+
+def _quant_method(config_json: Path) -> str:
+    """An HF config.json's quantization_config.quant_method ("exl2", "exl3", "gptq", …; "")."""
+    try:
+        config = json.loads(config_json.read_bytes())
+    except (OSError, ValueError):
+        return ""
+    quantization = config.get("quantization_config") if isinstance(config, dict) else None
+    return str(quantization.get("quant_method", "")) if isinstance(quantization, dict) else ""
+
+
+def _layers_from_directory(store: ModelStore, files: dict[str, str], draft: _Draft) -> None:
+    """An EXL2/EXL3 model directory: each file one layer, named, its bytes as uploaded."""
+    if not any(path.endswith(".safetensors") for path in files):
+        raise CreateError("the model directory has no .safetensors weights")
+    for path in sorted(files):
+        try:
+            file = ModelFile(name=path, digest=files[path], size=_blob(store, files[path]).stat().st_size)
+        except ValidationError as exc:
+            raise CreateError(
+                f"invalid file name {path!r}: a model directory's files are plain names"
+            ) from exc
+        layer = {"mediaType": FILE_MEDIA_TYPE, "digest": file.digest, "size": file.size, "name": file.name}
+        draft.layers.append({**layer, "status": f"using existing layer {file.digest}"})
+    _describe_weights(store, draft)
+
+
+def _describe_directory(store: ModelStore, draft: _Draft) -> None:
+    """The config's description of a model kept as files, from its config.json."""
+    config_layer = next(
+        (
+            layer
+            for layer in draft.layers
+            if layer["mediaType"] == FILE_MEDIA_TYPE and layer["name"] == "config.json"
+        ),
+        None,
+    )
+    if config_layer is None:
+        raise CreateError("the model directory has no config.json")
+    config = json.loads(_blob(store, str(config_layer["digest"])).read_bytes())
+    quantization = config.get("quantization_config") or {}
+    family = str(config.get("model_type", ""))
+    bits = quantization.get("bits")
+    draft.config.update(
+        model_format=str(quantization.get("quant_method", "exl2")),
+        model_family=family,
+        model_families=[family] if family else [],
+        file_type=f"{bits}bpw" if isinstance(bits, (int, float)) else "",
+    )
 
 
 def _blob(store: ModelStore, digest: str) -> Path:
@@ -214,6 +276,9 @@ def _weights_kind(metadata: dict[str, Any]) -> str:
 def _describe_weights(store: ModelStore, draft: _Draft) -> None:
     """The config's description of the weights layer, from its GGUF (createModel)."""
     weights = next((layer for layer in draft.layers if layer["mediaType"] == MODEL_MEDIA_TYPE), None)
+    if weights is None and any(layer["mediaType"] == FILE_MEDIA_TYPE for layer in draft.layers):
+        _describe_directory(store, draft)
+        return
     if weights is None:
         raise CreateError("the model has no weights layer")
     path = _blob(store, str(weights["digest"]))

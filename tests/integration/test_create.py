@@ -91,6 +91,39 @@ def test_create_from_an_uploaded_gguf_with_the_official_client(stack: Stack, tmp
     client.delete("gguf-only")
 
 
+def test_create_from_an_exl2_directory_then_a_cpu_worker_says_it_cannot_run_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """An EXL2 model directory is kept as its files (for a GPU worker's exllamav2); this CPU-only
+    stack lists and shows it, and a chat gets the worker's clear refusal, not a hang."""
+    client = ollama.Client(host=stack.url)
+    config = {"model_type": "llama", "num_hidden_layers": 30, "num_attention_heads": 9, "hidden_size": 576,
+              "num_key_value_heads": 3, "max_position_embeddings": 8192,
+              "quantization_config": {"quant_method": "exl2", "bits": 4.0}}  # fmt: skip
+    directory = {
+        "config.json": json.dumps(config).encode(),
+        "output.safetensors": b"\x02" + b"\x00" * 7 + b"{}",
+    }
+    files = {}
+    for name, data in directory.items():
+        (tmp_path / name).write_bytes(data)
+        files[name] = client.create_blob(tmp_path / name)
+    progress = [p.status for p in client.create("gpu-only", files=files, stream=True)]
+    assert progress[-2:] == ["writing manifest", "success"]
+    shown = client.show("gpu-only")
+    assert shown.details is not None and (shown.details.format, shown.details.quantization_level) == (
+        "exl2",
+        "4.0bpw",
+    )
+    chat = {"model": "gpu-only", "messages": [{"role": "user", "content": "Hi"}]}
+    response = httpx.post(f"{stack.url}/api/chat", json=chat, timeout=120)
+    assert (response.status_code, response.json()) == (
+        500,
+        {"error": "this worker cannot run exl2 models: exllamav2 is not installed"},
+    )  # a failed load, as Ollama's
+    client.delete("gpu-only")
+
+
 def test_create_from_a_model_with_system_parameters_and_messages(stack: Stack) -> None:
     client = ollama.Client(host=stack.url)
     conversation = [

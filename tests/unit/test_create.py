@@ -187,3 +187,64 @@ def test_the_config_describes_the_weights(store: ModelStore) -> None:
         "architecture": "amd64",
         "os": "linux",
     }
+
+
+def exl_directory(store: ModelStore, method: str = "exl2") -> dict[str, str]:
+    """An EXL2/EXL3-shaped model directory (the bundled model's shape, no real weights) as
+    uploaded blobs, by file name."""
+    config = {
+        "model_type": "llama", "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+        "hidden_size": 576, "max_position_embeddings": 8192,
+        "quantization_config": {"quant_method": method, "bits": 4.0, "head_bits": 6},
+    }  # fmt: skip
+    files = {
+        "config.json": json.dumps(config).encode(),
+        "tokenizer_config.json": json.dumps({"chat_template": "{{ messages[0]['content'] }}"}).encode(),
+        "output.safetensors": b"\x02\x00\x00\x00\x00\x00\x00\x00{}",
+    }
+    return {name: store.put_blob_bytes(data) for name, data in files.items()}
+
+
+@pytest.mark.parametrize("method", ["exl2", "exl3"])
+def test_from_an_exl_model_directory(store: ModelStore, method: str) -> None:
+    files = exl_directory(store, method)
+    statuses = make(store, name="gpu-model", files=files)
+    assert statuses == [
+        *(f"using existing layer {files[name]}" for name in sorted(files)),
+        "writing manifest",
+    ]
+    layers = manifest(store, "gpu-model")["layers"]
+    assert [(layer["name"], layer["digest"]) for layer in layers] == sorted(files.items())  # type: ignore[index,union-attr]
+    resolved = resolve(store, "gpu-model").model
+    assert resolved is not None and resolved.format == method
+    assert sorted(f.name for f in resolved.files) == sorted(files)
+    assert resolved.context_length == 8192 and resolved.capabilities == ["completion"]
+    details = show(store, "gpu-model", verbose=False).details
+    assert (details.format, details.family, details.quantization_level) == (method, "llama", "4.0bpw")
+    # A model made from it keeps its files.
+    make(store, name="gpu-pirate", from_model="gpu-model", system="Talk like a pirate.")
+    again = resolve(store, "gpu-pirate").model
+    assert again is not None and again.digest == resolved.digest and again.format == method
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [({"config.json": None},
+      "converting safetensors models is not supported by corral: create from a GGUF file"),
+     ({"output.safetensors": None}, "the model directory has no .safetensors weights"),
+     ({"sub/tokenizer.json": "config.json"},
+      "invalid file name 'sub/tokenizer.json': a model directory's files are plain names")],
+    ids=["no-quantization-config", "no-weights", "a-path-not-a-name"],
+)  # fmt: skip
+def test_a_model_directory_that_cannot_be_kept_is_refused(
+    store: ModelStore, change: dict[str, str | None], error: str
+) -> None:
+    files = exl_directory(store)
+    for name, source in change.items():
+        if source is None:
+            files.pop(name)
+        else:
+            files[name] = files[source]
+    with pytest.raises(CreateError) as refused:
+        make(store, name="broken", files=files)
+    assert str(refused.value) == error

@@ -519,6 +519,15 @@ DIRECTORY_CASES = [
         ["consolidated.safetensors", "config.json"],
     ),
     (
+        "exl2 shards",
+        {
+            "output-00001-of-00002.safetensors": b"a",
+            "output-00002-of-00002.safetensors": b"b",
+            "config.json": b"{}",
+        },
+        ["output-00001-of-00002.safetensors", "output-00002-of-00002.safetensors", "config.json"],
+    ),
+    (
         "pytorch",
         {
             "pytorch_model-00001-of-00002.bin": ZIP,
