@@ -39,13 +39,17 @@ def render_chat(
     messages: list[ChatMessage],
     *,
     tools: list[dict[str, Any]] | None = None,
-    think: bool | None = None,
+    think: bool | str | None = None,
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
 ) -> str:
-    """Render as Hugging Face's apply_chat_template does (`enable_thinking` carries `think`)."""
-    extra: dict[str, Any] = {} if think is None else {"enable_thinking": think}
+    """Render as Hugging Face's apply_chat_template does: `enable_thinking` carries `think`, and a
+    level ("low", "medium", "high"; "max" as "high") is also `reasoning_effort`, the variable
+    templates with effort levels read (gpt-oss's)."""
+    extra: dict[str, Any] = {} if think is None else {"enable_thinking": bool(think)}
+    if isinstance(think, str):
+        extra["reasoning_effort"] = "high" if think == "max" else think
     try:
         return str(
             _compile(template).render(

@@ -157,7 +157,7 @@ def _render_jinja(request: GenerationRequest, tokenizer: Tokenizer) -> Rendered:
             template,
             messages,
             tools=request.tools,
-            think=None if request.think is None else bool(request.think),
+            think=request.think,
             # The tokenizer adds the start token itself where the model wants one (as
             # llama-server does for Ollama), so templates that write it get it empty.
             bos_token="",

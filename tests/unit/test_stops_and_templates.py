@@ -71,3 +71,20 @@ def test_sandbox_blocks_python_internals() -> None:
     escape = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
     with pytest.raises(TemplateRenderError):
         render_chat(escape, [ChatMessage(role="user", content="x")])
+
+
+@pytest.mark.parametrize(
+    ("think", "rendered"),
+    [(None, "thinking=unset effort=unset"), (False, "thinking=False effort=unset"),
+     (True, "thinking=True effort=unset"), ("low", "thinking=True effort=low"),
+     ("max", "thinking=True effort=high")],
+    ids=["unset", "off", "on", "low", "max-as-high"],
+)  # fmt: skip
+def test_think_reaches_a_chat_template_as_hugging_face_names_it(
+    think: bool | str | None, rendered: str
+) -> None:
+    template = (
+        "thinking={{ enable_thinking if enable_thinking is defined else 'unset' }} "
+        "effort={{ reasoning_effort if reasoning_effort is defined else 'unset' }}"
+    )
+    assert render_chat(template, [ChatMessage(role="user", content="x")], think=think) == rendered
