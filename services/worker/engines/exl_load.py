@@ -71,3 +71,23 @@ def free_vram(torch: Any) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class Generator:
+    """What exllamav2's ExLlamaV2DynamicGenerator and exllamav3's Generator share: the same calls
+    under the same names, for the adapters (which set `_generator`)."""
+
+    _generator: Any
+
+    def iterate(self) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = self._generator.iterate()
+        return results
+
+    def cancel(self, handle: Any) -> None:
+        self._generator.cancel(handle)
+
+    def remaining(self) -> int:
+        return int(self._generator.num_remaining_jobs())
+
+    def reset(self) -> None:
+        self._generator.clear_queue()

@@ -19,7 +19,7 @@ from typing import Any
 from services.protocol import Device
 from services.telemetry import log_event
 from services.worker.engines.base import InvalidJob, Job, LoadSpec, OnSteps
-from services.worker.engines.exl_load import free_vram, import_library, load_model, used_vram
+from services.worker.engines.exl_load import Generator, free_vram, import_library, load_model, used_vram
 from services.worker.engines.exl_loop import ExlModel, Library
 from services.worker.engines.exl_plan import (
     CHUNK,
@@ -97,7 +97,7 @@ def _open(
     return _ExLlamaV2(torch, generator_module, model, generator), used
 
 
-class _ExLlamaV2:
+class _ExLlamaV2(Generator):
     """The library calls of one loaded model (Library)."""
 
     name = "exllamav2"
@@ -123,19 +123,6 @@ class _ExLlamaV2:
         )
         self._generator.enqueue(handle)
         return handle
-
-    def iterate(self) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = self._generator.iterate()
-        return results
-
-    def cancel(self, handle: Any) -> None:
-        self._generator.cancel(handle)
-
-    def remaining(self) -> int:
-        return int(self._generator.num_remaining_jobs())
-
-    def reset(self) -> None:
-        self._generator.clear_queue()
 
     def unload(self) -> None:
         for pool in ("sampling_pool", "filter_pool"):
