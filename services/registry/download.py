@@ -1,4 +1,5 @@
-"""Downloading blobs from a registry into the store, as Ollama's download.go does, and safer.
+"""Downloading blobs from a registry (or a Hugging Face repository's files, see `Source`) into the
+store, as Ollama's download.go does, and safer.
 
 A blob is fetched in up to MAX_PARTS ranged parts at once into the hidden `.sha256-<hex>.partial`,
 with the parts' progress kept beside it (`.partial.json`), so a download cut by a failure or a
@@ -24,11 +25,14 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from services.registry.remote import Remote, RemoteError
+import httpx
+
+from services.registry.remote import RemoteError
 from services.registry.store import ModelStore, sha256_file
 from services.telemetry import log_event
 
@@ -46,6 +50,18 @@ _OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # a hidden file planted as a sym
 
 Listener = Callable[[int, int], None]  # (completed, total) bytes
 T = TypeVar("T")
+
+
+class Source(Protocol):
+    """Where a blob's bytes come from: a registry (`remote.Remote`) or a Hugging Face file
+    (`hub_remote.HubFile`)."""
+
+    async def blob_size(self, digest: str) -> int: ...
+
+    def blob_range(self, digest: str, start: int, stop: int) -> AbstractAsyncContextManager[httpx.Response]:
+        """The bytes [start, stop) as a streaming response; RemoteError(retry=True) for a
+        failure worth another try."""
+        ...
 
 
 @dataclass
@@ -92,7 +108,7 @@ class Downloads:
         self._store = store
         self._active: dict[str, _Download] = {}
 
-    async def fetch(self, remote: Remote, digest: str, listener: Listener) -> bool:
+    async def fetch(self, remote: Source, digest: str, listener: Listener) -> bool:
         """Make blob `digest` present, telling `listener` the bytes as they arrive; True when it
         was there already. The download goes on if the caller is cancelled (a retry resumes
         it, or finds it done)."""
@@ -114,7 +130,7 @@ class Downloads:
             download.listeners.remove(listener)
         return False
 
-    async def _run(self, remote: Remote, download: _Download, target: Path) -> None:
+    async def _run(self, remote: Source, download: _Download, target: Path) -> None:
         try:
             async with _exclusive(_beside(target, ".lock")):
                 size = await asyncio.to_thread(_size, target)  # another host may have placed it
@@ -129,7 +145,7 @@ class Downloads:
 class _Fetch:
     """One blob's download into its partial file, with its parts' state saved beside it."""
 
-    def __init__(self, remote: Remote, download: _Download, target: Path) -> None:
+    def __init__(self, remote: Source, download: _Download, target: Path) -> None:
         self.remote = remote
         self.download = download
         self.target = target

@@ -2,7 +2,9 @@
 
 A pull fetches the manifest, then every layer and the config the store lacks (each verified
 before it becomes visible, see `download`), and writes the manifest last, as the registry
-served it: a pull that fails or is cut leaves no model that lists or loads. Layers that only
+served it: a pull that fails or is cut leaves no model that lists or loads. A Hugging Face name
+whose repository the registry endpoint does not serve as GGUF is pulled from the Hub API as a
+model directory instead (`hub`, `hub_pull`), with the same guarantees. Layers that only
 the name's previous manifest used are then pruned (unless OLLAMA_NOPRUNE). The closing
 "success" is the transfer's last message (see `transfers`). The store's files are read and
 written on worker threads, one call per step, never on the event loop.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +22,17 @@ import httpx
 
 from services.protocol import Progress
 from services.registry.download import Downloads
+from services.registry.hub import HubSettings, falls_back, hub_repo
+from services.registry.hub_pull import pull_repo
+from services.registry.hub_remote import HubRemote
 from services.registry.names import InvalidName, ModelName, parse_name
 from services.registry.remote import Remote, RemoteError
 from services.registry.store import InvalidDigest, ModelStore, manifest_digests
+from services.telemetry import log_event
 
 Report = Callable[[Progress], None]
+NO_HUB = HubSettings()  # hf.co and huggingface.co alone, anonymously
+log = logging.getLogger("corral.registry")
 
 
 def job_key(text: str, insecure: bool) -> str | None:
@@ -80,12 +89,23 @@ async def pull(
     insecure: bool,
     prune: bool,
     report: Report,
+    hub: HubSettings = NO_HUB,
 ) -> None:
     name, previous = await asyncio.to_thread(_stored, store, text)
     report(Progress(status="pulling manifest"))
     remote = Remote(client, name, insecure)
     try:
         data = await remote.manifest()
+    except RemoteError as exc:
+        repo = hub_repo(name, hub)
+        if repo is None or not falls_back(exc.status, str(exc)):
+            raise RemoteError(f"pull model manifest: {exc}", exc.code) from exc
+        log_event(log, "hub_pull", model=name.full, repo=str(repo), registry=str(exc))
+        unseen = exc if exc.status != 400 else None  # not shown, rather than "not GGUF"
+        hub_remote = HubRemote(client, repo, hub.token)
+        await pull_repo(store, downloads, hub_remote, name, previous, prune, report, unseen)
+        return
+    try:
         manifest = json.loads(data)
         if not isinstance(manifest, dict):
             raise ValueError("not an object")

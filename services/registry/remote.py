@@ -31,9 +31,12 @@ UPLOAD_BLOCK = 1 << 20  # bytes read from a blob file and sent at a time
 
 
 class RemoteError(RegistryError):
-    def __init__(self, message: str, code: ErrorCode = "unavailable", retry: bool = False) -> None:
+    def __init__(
+        self, message: str, code: ErrorCode = "unavailable", retry: bool = False, status: int | None = None
+    ) -> None:
         super().__init__(message, code)
         self.retry = retry  # a network failure worth another try, not an answer
+        self.status = status  # the HTTP status that answered, when one did
 
 
 def trust_context() -> ssl.SSLContext:
@@ -137,13 +140,13 @@ class Remote:
             try:
                 response = await self._client.request(method, url, headers=headers, content=content)
             except httpx.HTTPError as exc:
-                raise _network_error(method, url, exc) from exc
+                raise network_error(method, url, exc) from exc
             if response.status_code == 401 and attempt == 0 and _challenge(response):
                 self._token = await self._authorize(_challenge(response))
                 continue
             self._asked = True
-            return _checked(response)
-        raise RemoteError("unauthorized: access denied", "unavailable")
+            return checked(response)
+        raise RemoteError("unauthorized: access denied", "unavailable", status=401)
 
     @asynccontextmanager
     async def _stream(self, method: str, url: str, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
@@ -155,9 +158,9 @@ class Remote:
             async with self._client.stream(method, url, headers=headers) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                yield _checked(response)
+                yield checked(response)
         except httpx.HTTPError as exc:
-            raise _network_error(method, url, exc) from exc
+            raise network_error(method, url, exc) from exc
 
     async def _authorize(self, challenge: dict[str, str]) -> str:
         """An anonymous token from the challenge's realm (Docker's token protocol)."""
@@ -165,13 +168,13 @@ class Remote:
         try:
             response = await self._client.get(challenge["realm"], params=params)
         except httpx.HTTPError as exc:
-            raise _network_error("GET", challenge["realm"], exc) from exc
+            raise network_error("GET", challenge["realm"], exc) from exc
         if response.status_code != 200:
-            raise RemoteError("unauthorized: access denied")
+            raise RemoteError("unauthorized: access denied", status=401)
         answer = response.json()
         token = answer.get("token") or answer.get("access_token")
         if not isinstance(token, str) or not token:
-            raise RemoteError("unauthorized: access denied")
+            raise RemoteError("unauthorized: access denied", status=401)
         return token
 
 
@@ -187,20 +190,21 @@ def _challenge(response: httpx.Response) -> dict[str, str]:
     return values if values.get("realm") else {}
 
 
-def _checked(response: httpx.Response) -> httpx.Response:
+def checked(response: httpx.Response) -> httpx.Response:
     """The response, or Ollama's error for its status (a missing manifest or blob is
     "file does not exist", as Go's os.ErrNotExist reads)."""
     status = response.status_code
     if status < 400:
         return response
     if status == 404:
-        raise RemoteError("file does not exist", "not_found")
+        raise RemoteError("file does not exist", "not_found", status=status)
     if status == 401:
-        raise RemoteError("unauthorized: access denied")
-    raise RemoteError(f"{status}: {response.text.strip()}", retry=status >= 500 or status == 429)
+        raise RemoteError("unauthorized: access denied", status=status)
+    retry = status >= 500 or status == 429
+    raise RemoteError(f"{status}: {response.text.strip()}", retry=retry, status=status)
 
 
-def _network_error(method: str, url: str, exc: httpx.HTTPError) -> RemoteError:
+def network_error(method: str, url: str, exc: httpx.HTTPError) -> RemoteError:
     """Go's `Get "<url>": <reason>` shape, with the reason a user can act on."""
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ProxyError):

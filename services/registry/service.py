@@ -38,6 +38,7 @@ from services.registry.catalog import Catalog, listing
 from services.registry.create import create, missing_source
 from services.registry.describe import resolve, sendable, show
 from services.registry.download import Downloads
+from services.registry.hub import DEFAULT_ENDPOINT, HubSettings
 from services.registry.pull import job_key, pull, push
 from services.registry.remote import new_client
 from services.registry.store import InvalidDigest, ModelStore, OutsideStore
@@ -62,6 +63,8 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
     downloads = Downloads(store)
     transfers = Transfers(lambda: broker.connection)
     client = new_client()
+    hub = HubSettings.of(settings.hf_endpoint, settings.hf_token)
+    log_event(log, "hub", endpoint=hub.endpoint or DEFAULT_ENDPOINT, token="set" if hub.token else "unset")
 
     def recorded_pull(name: str, insecure: bool) -> Job:
         """The pull, recorded in the catalog while it runs: a registry restarted on this host
@@ -70,7 +73,7 @@ def register(broker: NatsBroker, settings: Settings) -> Callable[[], Awaitable[N
         async def job(report: Report) -> None:
             await asyncio.to_thread(catalog.pull_started, name, insecure, host, time.time())
             try:
-                await pull(store, downloads, client, name, insecure, not settings.noprune, report)
+                await pull(store, downloads, client, name, insecure, not settings.noprune, report, hub)
             except asyncio.CancelledError:
                 if not transfers.closing:  # the clients went away, not the registry
                     await asyncio.to_thread(catalog.pull_ended, name)
