@@ -60,6 +60,7 @@ KV_CACHE_TYPES = ("", "f16", "q8_0", "q4_0")
 ENGINES = ("auto", "llamacpp", "exllamav2", "exllamav3", "simulated")
 MODELS_PER_GPU = 3  # OLLAMA_MAX_LOADED_MODELS=0: Ollama's automatic limit, per GPU (and on CPU)
 STALE_HEARTBEATS = 5  # a worker silent for this many heartbeat intervals is gone
+MAX_STREAM_REPLICAS = 5  # nats-server keeps at most 5 copies of a stream
 NO_LIMIT = 365 * 24 * 3600.0  # "forever" for a deadline: a year of seconds
 _GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -177,6 +178,13 @@ def _uint(low: int = 0) -> Parser:
     return parse
 
 
+def _replicas(name: str, value: str) -> int:
+    """Copies of a JetStream stream: 1 to 5, as nats-server allows (3 rides out one lost server)."""
+    if not value.isdigit() or not 1 <= int(value) <= MAX_STREAM_REPLICAS:
+        raise ConfigError(name, value, f"a whole number from 1 to {MAX_STREAM_REPLICAS}")
+    return int(value)
+
+
 def _bool(name: str, value: str) -> bool:
     if value in _GO_TRUE:
         return True
@@ -282,6 +290,10 @@ class Settings:
     load_timeout: float = _env("OLLAMA_LOAD_TIMEOUT", _duration, 300.0)  # 0 or negative: no limit
     debug: bool = _env("OLLAMA_DEBUG", _bool, False)
     noprune: bool = _env("OLLAMA_NOPRUNE", _bool, False)  # keep blobs no manifest uses any more
+    # huggingface_hub's own variables: the Hub's address (a mirror, a private Hub), and its token.
+    hf_endpoint: str = _env("HF_ENDPOINT", _text, "")
+    hf_token: str = _env("HF_TOKEN", _text, "")
+    nohistory: bool = _env("OLLAMA_NOHISTORY", _bool, False)  # `corral run` saves no REPL history
     nats_url: str | None = _env("NATS_URL", _text, None)
     nats_server: str | None = _env("CORRAL_NATS_SERVER", _text, None)
     data_dir: Path = _env("CORRAL_DATA_DIR", _path, factory=lambda: Path.home() / ".corral")
@@ -290,7 +302,8 @@ class Settings:
     engine_threads: int = _env("CORRAL_ENGINE_THREADS", _uint(), 0)  # 0: every core, one fewer under load
     heartbeat_interval: float = _env("CORRAL_HEARTBEAT_INTERVAL", _seconds, 2.0)
     queue_ack_wait: float = _env("CORRAL_QUEUE_ACK_WAIT", _seconds, 30.0)
-    nohistory: bool = _env("OLLAMA_NOHISTORY", _bool, False)  # `corral run` saves no REPL history
+    # Copies of every JetStream stream and KV bucket corral keeps (at most the NATS cluster's size).
+    stream_replicas: int = _env("CORRAL_STREAM_REPLICAS", _replicas, 1)
     idle_timeout: float = _env("CORRAL_IDLE_TIMEOUT", _seconds, 300.0)
     metrics: bool = _env("CORRAL_METRICS", _bool, False)  # the gateway serves /metrics (Prometheus)
     catalog: str = _env("CORRAL_CATALOG", _text, "")  # a SQLAlchemy URL; "": SQLite in CORRAL_DATA_DIR
@@ -338,6 +351,7 @@ class Settings:
         values = asdict(self)
         values["host"] = self.host.url
         values["nats_url"] = redact_url(self.nats_url) if self.nats_url else None
+        values["hf_token"] = "***" if self.hf_token else ""
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
 
@@ -361,8 +375,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values)
 
 
+def nats_servers(url: str) -> list[str]:
+    """The servers NATS_URL names: one URL, or a NATS cluster's as a comma-separated list."""
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
 def redact_url(url: str) -> str:
-    """`url` with its credentials (user, password or token) replaced by ***, for logs and banners."""
+    """`url` (or a comma-separated list of them) with credentials (user, password or token)
+    replaced by ***, for logs and banners."""
+    return ",".join(_redact_one(server) for server in nats_servers(url))
+
+
+def _redact_one(url: str) -> str:
     parts = urlsplit(url)
     if parts.username or parts.password:
         netloc = "***@" + parts.netloc.rsplit("@", 1)[-1]

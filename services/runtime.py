@@ -18,15 +18,16 @@ from nats.aio.msg import Msg
 from opentelemetry import metrics, trace
 
 from services import telemetry
-from services.config import ConfigError, Settings, load_settings, log_settings
+from services.config import ConfigError, Settings, load_settings, log_settings, nats_servers
 from services.protocol import MetricsSnapshot, subjects
 from services.protocol.messages import Message
 
 
 def new_broker(url: str, name: str) -> NatsBroker:
-    """A broker for service `name`; reconnects forever once connected, drains on stop."""
+    """A broker for service `name` on NATS_URL's servers (several: a cluster, and a connection
+    whose server goes away moves to another); reconnects forever once connected, drains on stop."""
     return NatsBroker(
-        url,
+        nats_servers(url),
         name=f"corral-{name}",
         connect_timeout=2,
         reconnect_time_wait=1,

@@ -1,10 +1,11 @@
 """One generation's trip through NATS, seen from the gateway.
 
 Subscribe to the request's reply subject first, then publish the request into
-the bounded stream (a full stream is HTTP 503), then read the worker's replies
-in order. Closing the relay early (the client went away) sends a cancel: to the worker
-that started the request, else to the scheduler, which drops a waiting request or passes
-the cancel on to the one worker it placed the request on. No cancel is broadcast.
+the bounded stream (a full stream is HTTP 503; a stream electing a new leader is
+asked again, a while), then read the worker's replies in order. Closing the relay
+early (the client went away) sends a cancel: to the worker that started the request,
+else to the scheduler, which drops a waiting request or passes the cancel on to the
+one worker it placed the request on. No cancel is broadcast.
 
 Once a worker has started the request (Started names it), a silence of one heartbeat
 interval makes the relay ask that worker whether it still runs the request
@@ -21,7 +22,9 @@ that claims `done`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +33,7 @@ import nats.errors
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from services import telemetry
 from services.gateway import measure
@@ -53,6 +56,10 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.gateway")
 STREAM_FULL = 10077
 PUBLISH_TIMEOUT = 5.0
+# A NATS cluster that lost the server leading the request stream elects another within seconds
+# (4 to 10 s measured, 2.9 and 2.14): a request is queued again for this long before it is refused.
+ELECTION_WAIT = 20.0
+ELECTION_RETRY = 0.25  # seconds between tries meanwhile
 INTERRUPTED = "reply stream interrupted: "
 GONE_AFTER = 2  # pings in a row answered "no responders" that make a worker count as gone
 PING_TIMEOUT = 2.0  # seconds: a worker that does not answer in time counts as alive but busy
@@ -80,14 +87,7 @@ class Relay:
         subscription = await connection.subscribe(request.reply_subject)
         measured = measure.Measured(request)
         try:
-            # nats-py directly: faststream's publish costs milliseconds on every request's way in.
-            await connection.jetstream().publish(
-                subjects.request_subject(request.kind),
-                data,
-                timeout=PUBLISH_TIMEOUT,
-                stream=subjects.REQUEST_STREAM,
-                headers=telemetry.inject({"Nats-Msg-Id": request.id}, measured.context),
-            )
+            await self._queue(request, data, telemetry.inject({"Nats-Msg-Id": request.id}, measured.context))
         except APIError as exc:
             await subscription.unsubscribe()
             if exc.err_code == STREAM_FULL:
@@ -103,6 +103,43 @@ class Relay:
         log_event(log, "submitted", context=measured.context, request=request.id, model=request.model.name)
         silence = Silence(self._idle_timeout, self._check_every, self._ping)
         return RelayedRequest(self._broker, request, subscription, silence, measured)
+
+    async def _queue(self, request: GenerationRequest, data: bytes, headers: dict[str, str]) -> None:
+        """Publish `request` into the stream. While the stream is there but has no leader (a NATS
+        cluster electing one after losing a server), try again for up to ELECTION_WAIT seconds:
+        the message id makes a second copy impossible. A stream that does not exist is not
+        waited for (no scheduler has made it)."""
+        js = self._broker.connection.jetstream()
+        deadline = time.monotonic() + ELECTION_WAIT
+        for attempt in itertools.count():
+            try:
+                # nats-py directly: faststream's publish costs milliseconds on every request's way in.
+                await js.publish(
+                    subjects.request_subject(request.kind),
+                    data,
+                    timeout=PUBLISH_TIMEOUT,
+                    stream=subjects.REQUEST_STREAM,
+                    headers=headers,
+                )
+                return
+            except (NoStreamResponseError, nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+                full = isinstance(exc, APIError) and exc.err_code == STREAM_FULL
+                if full or time.monotonic() >= deadline or not await self._stream_exists():
+                    raise
+                if not attempt:
+                    error = repr(exc)
+                    log_event(log, "queue_retried", level=logging.WARNING, request=request.id, error=error)
+            await asyncio.sleep(ELECTION_RETRY)
+
+    async def _stream_exists(self) -> bool:
+        """Whether the request stream exists; True when JetStream cannot say now (an election)."""
+        try:
+            await self._broker.connection.jetstream(timeout=PING_TIMEOUT).stream_info(subjects.REQUEST_STREAM)
+        except NotFoundError:
+            return False
+        except (nats.errors.Error, TimeoutError):
+            pass
+        return True
 
     async def _ping(self, worker_id: str, request_id: str) -> Liveness:
         """Whether the worker still runs the request, has finished it, or is gone."""

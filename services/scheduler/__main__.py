@@ -11,7 +11,11 @@ def main() -> None:
     broker = new_broker(settings.nats_url or "", "scheduler")
     scheduler = register(broker, settings)
     interval = min(settings.queue_ack_wait / 3, settings.heartbeat_interval)
-    lease = Lease(lambda: broker.connection.jetstream(), holder=telemetry.identity()[1])
+    lease = Lease(
+        lambda: broker.connection.jetstream(),
+        holder=telemetry.identity()[1],
+        replicas=settings.stream_replicas,
+    )
     run_service(
         broker,
         background=[

@@ -10,7 +10,10 @@ Logging and metrics are the only side effects here; they decide nothing.
 
 A waiting request's stream message stays unacknowledged, so it keeps counting against
 OLLAMA_MAX_QUEUE and survives a scheduler restart. It is acknowledged once a worker has taken
-it, or once it is answered here (unload, failure) or cancelled.
+it, or once it is answered here (unload, failure) or cancelled. An acknowledgement can be lost
+(the server leading the consumer dies with it): the message then comes back after the ack
+wait, and a request this scheduler has acknowledged is acknowledged again, never placed again
+(elsewhere, a worker that does not know it would run it a second time).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cachetools import FIFOCache
 from opentelemetry.context import Context
 
 from services.protocol import (
@@ -44,6 +48,7 @@ log = logging.getLogger("corral.scheduler")
 
 MAX_REFUSALS = 3  # a request whose run is refused this many times fails ("unavailable")
 PLACED_REMEMBERED = 10_000  # placed requests whose worker is remembered, to pass a cancel on
+ACKED_REMEMBERED = 100_000  # acknowledged requests remembered, so a redelivery is not run again
 STARVED_AFTER = 10.0  # seconds a request waits for room before instances are drained for it
 NO_WORKER_WAIT = 300.0  # seconds a request waits while no worker is alive (OLLAMA_LOAD_TIMEOUT)
 NO_WORKER = "no worker is available to run the model"
@@ -74,6 +79,7 @@ class RunAnswered:
     worker_id: str
     result: CommandResult
     gone: bool = False  # nobody listens for the worker any more: the run never reached it
+    unanswered: bool = False  # no answer in time: it may have reached the worker, or not
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,9 @@ class Scheduler:
         self._pending: dict[str, Pending] = {}  # in arrival order
         self._loads: set[tuple[str, str, int]] = set()  # (worker, digest, num_ctx) out to workers
         self._leading = True  # False after Stopping: answers are taken in, nothing is placed
-        self._placed: dict[str, str] = {}  # request id -> worker, the last PLACED_REMEMBERED
+        # The last requests placed (id -> worker) and acknowledged: the oldest are forgotten first.
+        self._placed: FIFOCache[str, str] = FIFOCache(maxsize=PLACED_REMEMBERED)
+        self._acked: FIFOCache[str, None] = FIFOCache(maxsize=ACKED_REMEMBERED)
 
     @property
     def waiting(self) -> int:
@@ -223,15 +231,17 @@ class Scheduler:
                 commands = []
             case Cancelled(request_id):
                 commands = self._cancelled(request_id)
-            case RunAnswered(request_id, worker_id, result, gone):
-                commands = self._run_answered(request_id, worker_id, result, gone)
+            case RunAnswered(request_id, worker_id, result, gone, unanswered):
+                commands = self._run_answered(request_id, worker_id, result, gone, unanswered)
             case LoadAnswered(worker_id, digest, num_ctx, result, gone):
                 commands = self._load_answered(worker_id, digest, num_ctx, result, gone)
             case Tick():
                 commands = self._tick()
             case Stopping():
                 return self._stopping()
-        return commands + self._schedule()
+        commands = commands + self._schedule()
+        self._remember_acked(commands)
+        return commands
 
     def want(self, request: GenerationRequest) -> Want:
         """The instance a request needs. The one place num_ctx is decided (the request's, else
@@ -290,6 +300,9 @@ class Scheduler:
             return [*unloads, *self._answer(request, Done(done_reason="unload"))]
         if request.id in self._pending:  # redelivered while still held here: the shell keeps the newer handle
             return []
+        if request.id in self._acked:  # redelivered: its acknowledgement was lost
+            log_event(log, "redelivered", level=logging.WARNING, context=trace, request=request.id)
+            return [Ack(request.id)]
         self._pending[request.id] = Pending(request, self.want(request), trace, arrived=self._clock())
         log_event(
             log, "queued", context=trace, request=request.id, model=request.model.name, waiting=self.waiting
@@ -314,7 +327,7 @@ class Scheduler:
         return commands
 
     def _run_answered(
-        self, request_id: str, worker_id: str, result: CommandResult, gone: bool
+        self, request_id: str, worker_id: str, result: CommandResult, gone: bool, unanswered: bool
     ) -> list[Command]:
         if gone:  # the run never got there: place it again, and elsewhere if there is a worker
             commands = self._lose(worker_id, "no responders", runs_reached=False)
@@ -330,6 +343,8 @@ class Scheduler:
         pending = self._pending.get(request_id)
         if pending is None or pending.dispatched_to != worker_id:
             return []  # its worker was dropped meanwhile (with the reservation), and the request failed
+        if unanswered:
+            return self._run_unanswered(pending, worker_id)
         pending.dispatched_to = None
         self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
         request = pending.request
@@ -338,8 +353,6 @@ class Scheduler:
             log_event(log, "placed", context=pending.trace, request=request_id, worker=worker_id)
             measure.queue_wait.record(self._clock() - pending.arrived, {measure.MODEL: request.model.name})
             self._placed[request_id] = worker_id
-            if len(self._placed) > PLACED_REMEMBERED:
-                del self._placed[next(iter(self._placed))]
             if pending.cancelled:
                 return [Ack(request_id), CancelOn(worker_id, request_id)]
             return [Ack(request_id)]
@@ -362,6 +375,26 @@ class Scheduler:
         del self._pending[request_id]
         error = f"no worker would run the request ({pending.refusals} refusals, the last: {result.error})"
         return self._fail(pending, error, "unavailable")
+
+    def _run_unanswered(self, pending: Pending, worker_id: str) -> list[Command]:
+        """A run whose answer never came (lost with a NATS server, or the worker was slow) may
+        have reached the worker: only that worker may run the request now, so the run goes to it
+        again (a worker runs a request id once), with the slot still reserved, at most
+        `max_refusals` times in all."""
+        request_id, trace = pending.request.id, pending.trace
+        pending.refusals += 1
+        tries = pending.refusals
+        log_event(log, "run_unanswered", context=trace, request=request_id, worker=worker_id, tries=tries)
+        if pending.cancelled:  # if the worker has it, it stops it
+            del self._pending[request_id]
+            self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
+            return [Ack(request_id), CancelOn(worker_id, request_id)]
+        if pending.refusals < self._max_refusals:
+            command = RunCommand(request=pending.request, num_ctx=pending.dispatched_ctx)
+            return [Run(worker_id, request_id, command, trace)]
+        del self._pending[request_id]
+        self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
+        return self._fail(pending, f"worker {worker_id} did not answer", "unavailable")
 
     def _load_answered(
         self, worker_id: str, digest: str, num_ctx: int, result: CommandResult, gone: bool
@@ -506,6 +539,11 @@ class Scheduler:
         if reason and reason != pending.reason:
             log_event(log, "waiting", context=pending.trace, request=pending.request.id, reason=reason)
         pending.reason = reason
+
+    def _remember_acked(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Ack):
+                self._acked[command.request_id] = None
 
     def _fail(self, pending: Pending, error: str, code: ErrorCode) -> list[Command]:
         log_event(

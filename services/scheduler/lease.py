@@ -10,6 +10,10 @@ at most `ttl` after its last renewal, and a standby takes over then. A leader th
 renew (the broker is away, its loop was stalled) steps down by its own clock at `ttl` after
 it *sent* its last successful renewal, which is before the entry can expire on the server:
 there is never a second writer.
+
+The bucket keeps CORRAL_STREAM_REPLICAS copies, so a NATS cluster that loses a server keeps
+the lease; a bucket that exists with other replicas is changed, as the streams are
+(`stream.conform`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, KeyWrongLastSeq
 from nats.js.kv import KeyValue
 
 from services.protocol import subjects
+from services.scheduler.stream import conform
 
 LEASE_TTL = 3.0  # seconds a lease lasts unrenewed: a standby leads at most this long after a crash
 
 # What a renewal or a take can fail with besides losing the race: the broker is away or slow.
 _UNREACHABLE = (nats.errors.Error, TimeoutError, OSError)
+_STREAM = f"KV_{subjects.LEADER_BUCKET}"  # the stream under the bucket
 
 
 class LeaseLost(Exception):
@@ -44,11 +50,13 @@ class Lease:
         holder: str,
         ttl: float = LEASE_TTL,
         clock: Callable[[], float] = time.monotonic,
+        replicas: int = 1,
     ) -> None:
         self._jetstream = jetstream  # called once connected: the broker's JetStream context
         self._holder = holder.encode()
         self._ttl = ttl
         self._clock = clock
+        self._replicas = replicas
         self._kv: KeyValue | None = None
         self._revision = 0  # of the entry this holder wrote last; 0 while not leading
         self._valid_until = 0.0  # by our clock: the lease is ours until then unless renewed
@@ -110,13 +118,19 @@ class Lease:
         if self._kv is None:
             js = self._jetstream()
             try:
-                self._kv = await js.key_value(subjects.LEADER_BUCKET)
+                kv = await js.key_value(subjects.LEADER_BUCKET)
+                await conform(js, await js.stream_info(_STREAM), num_replicas=self._replicas)
             except BucketNotFoundError:
                 config = KeyValueConfig(
-                    bucket=subjects.LEADER_BUCKET, history=1, ttl=self._ttl, storage=StorageType.FILE
+                    bucket=subjects.LEADER_BUCKET,
+                    history=1,
+                    ttl=self._ttl,
+                    storage=StorageType.FILE,
+                    replicas=self._replicas,
                 )
                 try:
-                    self._kv = await js.create_key_value(config)
+                    kv = await js.create_key_value(config)
                 except BadRequestError:  # another scheduler created it a moment ago
-                    self._kv = await js.key_value(subjects.LEADER_BUCKET)
+                    kv = await js.key_value(subjects.LEADER_BUCKET)
+            self._kv = kv
         return self._kv

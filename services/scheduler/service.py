@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import nats.errors
 from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage
@@ -75,10 +75,14 @@ from services.scheduler.takeover import ensure_streams, settled, take_over
 from services.telemetry import log_event
 
 log = logging.getLogger("corral.scheduler")
+T = TypeVar("T")
 _tracer = otel_trace.get_tracer("corral.scheduler")
 
 RUN_TIMEOUT = 10.0
 SWEEP_EVERY = 10.0  # seconds between sweeps of acknowledged messages the stream kept (`stream.py`)
+# Seconds the leader waits for a JetStream API answer. A call made while a stream or consumer
+# has no leader (a NATS cluster electing one) is never answered: ask again soon, not after 5 s.
+JETSTREAM_TIMEOUT = 2.0
 UNLOAD_TIMEOUT = 10.0
 
 
@@ -213,15 +217,17 @@ class SchedulerShell:
             self._spawn(_in_order(steps))
 
     async def _run(self, command: Run) -> None:
-        gone = False
+        gone = unanswered = False
         try:
             with _tracer.start_as_current_span("dispatch", context=command.trace):
                 result = await self._transport.run(command.worker_id, command.command)
         except nats.errors.NoRespondersError:
             result, gone = CommandResult(ok=False, error="the worker is gone"), True
-        except Exception as exc:  # a worker that does not answer refuses the run
+        except TimeoutError:  # the run, or its answer, may be lost: the worker may have taken it
+            result, unanswered = CommandResult(ok=False, error="the worker did not answer"), True
+        except Exception as exc:  # a worker that answers nonsense refuses the run
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
-        self.submit(RunAnswered(command.request_id, command.worker_id, result, gone))
+        self.submit(RunAnswered(command.request_id, command.worker_id, result, gone, unanswered))
 
     async def _load(self, command: Load) -> None:
         worker_id, load = command.worker_id, command.command
@@ -284,7 +290,7 @@ async def lead(broker: NatsBroker, settings: Settings, scheduler: SchedulerShell
     born = time.monotonic()
     while True:  # the streams first, whoever leads: the gateway may queue before anyone does
         try:
-            await ensure_streams(broker.connection.jetstream(), settings.max_queue)
+            await ensure_streams(broker.connection.jetstream(), settings.max_queue, settings.stream_replicas)
             break
         except (nats.errors.Error, TimeoutError) as exc:
             log_event(log, "streams_unavailable", level=logging.WARNING, error=repr(exc))
@@ -327,17 +333,21 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: SchedulerSh
     0.7.8 only absorbs nats-py's own TimeoutError, while nats-py 2.15+ can also raise
     asyncio's from fetch, which turned every idle poll into a logged crash and retry.
     """
-    js = broker.connection.jetstream()
-    inherited_until = await take_over(js, settings.max_queue)
-    subscription = await js.pull_subscribe(
+    js = broker.connection.jetstream(timeout=JETSTREAM_TIMEOUT)
+    config = ConsumerConfig(
+        ack_wait=settings.queue_ack_wait,
+        max_ack_pending=max(1000, 2 * settings.max_queue),
+    )
+    take = partial(take_over, js, settings.max_queue, settings.stream_replicas)
+    inherited_until = await _answered(take, "takeover_unanswered")
+    subscribe = partial(
+        js.pull_subscribe,
         subjects.REQUEST_SUBJECTS,
         durable=subjects.SCHEDULER_DURABLE,
         stream=subjects.REQUEST_STREAM,
-        config=ConsumerConfig(
-            ack_wait=settings.queue_ack_wait,
-            max_ack_pending=max(1000, 2 * settings.max_queue),
-        ),
+        config=config,
     )
+    subscription = await _answered(subscribe, "consumer_unanswered")
     swept_at = time.monotonic()
     try:
         while True:
@@ -372,6 +382,18 @@ async def consume(broker: NatsBroker, settings: Settings, scheduler: SchedulerSh
         # its whole timeout (30 s): the scheduler took that long to exit.
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+
+async def _answered(call: Callable[[], Awaitable[T]], event: str) -> T:
+    """`call()`, made again while JetStream does not answer in time. On a NATS cluster that has
+    just lost a server, a stream answers once its replicas have elected a leader, and so does a
+    new consumer (seconds: 10 s seen on 2.9, longer than the API's timeout). Stepping down
+    instead would start the takeover over, and with it the new consumer's election."""
+    while True:
+        try:
+            return await call()
+        except TimeoutError:
+            log_event(log, event, level=logging.WARNING)
 
 
 async def _refuse(broker: NatsBroker, data: bytes, error: ValidationError) -> None:

@@ -1,9 +1,11 @@
 """The request stream CORRAL_REQ, owned by the scheduler: the one process that creates and sizes it.
 
 Its size is OLLAMA_MAX_QUEUE: a full stream refuses the gateway's publish, which
-becomes HTTP 503. A stream that already exists with another size (the setting
-changed between runs, or another scheduler disagrees) is resized to this
-scheduler's setting, and the change is logged with both sizes.
+becomes HTTP 503. Every stream corral keeps (this one, the cancel stream, the lease's
+KV bucket) has CORRAL_STREAM_REPLICAS copies, on as many servers of a NATS cluster, so
+losing one server loses nothing. A stream that already exists with another size or
+other replicas (the setting changed between runs, or another scheduler disagrees) is
+brought to this scheduler's settings, and each change is logged with both values.
 
 `sweep_acknowledged` works around nats-server 2.9: a work-queue message acknowledged
 around a server restart can stay in the stream though the consumer counts it acknowledged
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import BadRequestError, NotFoundError
 
 from services.protocol import subjects
@@ -26,7 +28,7 @@ from services.telemetry import log_event
 log = logging.getLogger("corral.scheduler")
 
 
-def request_stream_config(max_queue: int) -> StreamConfig:
+def request_stream_config(max_queue: int, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=subjects.REQUEST_STREAM,
         subjects=[subjects.REQUEST_SUBJECTS],
@@ -34,30 +36,49 @@ def request_stream_config(max_queue: int) -> StreamConfig:
         max_msgs=max_queue,
         discard=DiscardPolicy.NEW,
         storage=StorageType.FILE,
+        num_replicas=replicas,
     )
 
 
-async def ensure_request_stream(js: JetStreamContext, max_queue: int) -> None:
-    """Create the stream, or bring an existing one to `max_queue` places (logged)."""
+async def ensure_request_stream(js: JetStreamContext, max_queue: int, replicas: int = 1) -> None:
+    """Create the stream, or bring an existing one to `max_queue` places and `replicas` (logged)."""
+    await ensure_stream(js, request_stream_config(max_queue, replicas))
+
+
+async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
+    """Create the stream `wanted` describes, or bring the one that exists to its size and replicas."""
+    assert wanted.name is not None
     try:
-        info = await js.stream_info(subjects.REQUEST_STREAM)
+        info = await js.stream_info(wanted.name)
     except NotFoundError:
         try:
-            await js.add_stream(request_stream_config(max_queue))
-            log_event(log, "request_stream_created", max_msgs=max_queue)
+            await js.add_stream(wanted)
+            replicas = wanted.num_replicas
+            log_event(log, "stream_created", stream=wanted.name, max_msgs=wanted.max_msgs, replicas=replicas)
             return
         except BadRequestError:  # another scheduler created it a moment ago
-            info = await js.stream_info(subjects.REQUEST_STREAM)
-    if info.config.max_msgs != max_queue:
+            info = await js.stream_info(wanted.name)
+    await conform(js, info, max_msgs=wanted.max_msgs, num_replicas=wanted.num_replicas)
+
+
+async def conform(js: JetStreamContext, info: StreamInfo, **wanted: int | None) -> None:
+    """Bring an existing stream's config to the `wanted` values (max_msgs, num_replicas), logging
+    each change with both values."""
+    config = info.config
+    changed = {name: value for name, value in wanted.items() if getattr(config, name) != value}
+    for name, value in changed.items():
         log_event(
             log,
-            "request_stream_resized",
+            "stream_changed",
             level=logging.WARNING,
-            from_max_msgs=info.config.max_msgs,
-            to_max_msgs=max_queue,
+            stream=config.name,
+            setting=name,
+            from_value=getattr(config, name),
+            to_value=value,
         )
-        info.config.max_msgs = max_queue
-        await js.update_stream(info.config)
+        setattr(config, name, value)
+    if changed:
+        await js.update_stream(config)
 
 
 async def sweep_acknowledged(js: JetStreamContext) -> int:

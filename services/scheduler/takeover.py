@@ -18,17 +18,17 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from services.protocol import TakenRequest, TakenResult, subjects
-from services.scheduler.stream import ensure_request_stream
+from services.scheduler.stream import ensure_request_stream, ensure_stream
 
 CANCEL_MEMORY = 3600.0  # seconds a cancel is kept for a scheduler that takes over
 CANCEL_KEPT = 100_000  # cancels kept at most (the oldest go first)
 TAKEN_TIMEOUT = 2.0  # seconds a worker has to say which inherited requests it has
 
 
-def cancel_stream_config() -> StreamConfig:
+def cancel_stream_config(replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=subjects.CANCEL_STREAM,
         subjects=[subjects.CANCEL_ALL],
@@ -38,21 +38,22 @@ def cancel_stream_config() -> StreamConfig:
         max_msgs_per_subject=1,
         discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
+        num_replicas=replicas,
     )
 
 
-async def ensure_streams(js: JetStreamContext, max_queue: int) -> None:
-    """Create the request and cancel streams if need be (any scheduler, leading or not, at start:
-    the gateway can queue requests before a leader is chosen)."""
-    await ensure_request_stream(js, max_queue)
-    with contextlib.suppress(BadRequestError):  # it exists (or another made it a moment ago)
-        await js.add_stream(cancel_stream_config())
+async def ensure_streams(js: JetStreamContext, max_queue: int, replicas: int) -> None:
+    """Create the request and cancel streams if need be, or bring them to this scheduler's size
+    and replicas (any scheduler, leading or not, at start: the gateway can queue requests before
+    a leader is chosen)."""
+    await ensure_request_stream(js, max_queue, replicas)
+    await ensure_stream(js, cancel_stream_config(replicas))
 
 
-async def take_over(js: JetStreamContext, max_queue: int) -> int:
+async def take_over(js: JetStreamContext, max_queue: int, replicas: int) -> int:
     """Make both streams ready and restart the durable consumer. Returns the request stream's
     last sequence: the requests up to it are inherited."""
-    await ensure_streams(js, max_queue)
+    await ensure_streams(js, max_queue, replicas)
     with contextlib.suppress(NotFoundError):
         await js.delete_consumer(subjects.REQUEST_STREAM, subjects.SCHEDULER_DURABLE)
     info = await js.stream_info(subjects.REQUEST_STREAM)

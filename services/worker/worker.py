@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachetools import FIFOCache
+
 from services.config import Settings
 from services.protocol import (
     CommandResult,
@@ -43,22 +45,6 @@ from services.worker.stops import StopMatcher
 
 log = logging.getLogger("corral.worker")
 TAKEN_REMEMBERED = 100_000  # request ids a worker remembers having run, so none runs twice
-
-
-class RecentIds:
-    """The last `limit` ids added, for membership tests; the oldest are forgotten first."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._ids: dict[str, None] = {}  # insertion-ordered
-
-    def __contains__(self, item: str) -> bool:
-        return item in self._ids
-
-    def add(self, item: str) -> None:
-        self._ids[item] = None
-        if len(self._ids) > self._limit:
-            del self._ids[next(iter(self._ids))]
 
 
 @dataclass
@@ -90,7 +76,7 @@ class Worker:
         self._outbox = Outbox(publish)
         self._inbox: StepInbox | None = None
         self._running: dict[str, Running] = {}
-        self._taken = RecentIds(TAKEN_REMEMBERED)
+        self._taken: FIFOCache[str, None] = FIFOCache(maxsize=TAKEN_REMEMBERED)  # the oldest forgotten
         self._seq = 0
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,7 +159,7 @@ class Worker:
         instance = self._residency.get(request.model.digest, command.num_ctx)
         if instance is None or not self._residency.acquire(instance, request.id, request.keep_alive):
             return CommandResult(ok=False, error="no free slot", state=self.state())
-        self._taken.add(request.id)
+        self._taken[request.id] = None
         running = Running(request, instance)
         self._running[request.id] = running
         self._touch()

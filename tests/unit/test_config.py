@@ -12,6 +12,7 @@ from services.config import (
     ConfigError,
     Settings,
     load_settings,
+    nats_servers,
     parse_host,
     variable,
 )
@@ -114,6 +115,8 @@ def test_defaults_are_ollamas() -> None:
         ("CORRAL_ENGINE", "tpu"),
         ("CORRAL_WORKER_ID", "a.b"),
         ("CORRAL_HEARTBEAT_INTERVAL", "0"),
+        ("CORRAL_STREAM_REPLICAS", "0"),
+        ("CORRAL_STREAM_REPLICAS", "6"),  # nats-server keeps at most 5 copies
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -141,6 +144,16 @@ def test_values_parse() -> None:
     assert settings.origins[:2] == ("chrome-extension://*", "moz-extension://*")
     assert settings.origins[2:] == DEFAULT_ORIGINS
     assert "secret" not in str(settings.summary())
+
+
+def test_a_nats_cluster_is_a_comma_separated_url_list_whose_credentials_are_redacted() -> None:
+    settings = load_settings(
+        {"NATS_URL": "nats://tok@a:4222, nats://tok@b:4222,nats://c:4222", "CORRAL_STREAM_REPLICAS": "3"}
+    )
+    servers = ["nats://tok@a:4222", "nats://tok@b:4222", "nats://c:4222"]
+    assert nats_servers(settings.nats_url or "") == servers
+    assert settings.summary()["nats_url"] == "nats://***@a:4222,nats://***@b:4222,nats://c:4222"
+    assert (settings.stream_replicas, load_settings({}).stream_replicas) == (3, 1)
 
 
 @pytest.mark.parametrize(

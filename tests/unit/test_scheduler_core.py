@@ -177,6 +177,13 @@ def gone_run(rid: str, worker: str) -> RunAnswered:
     return RunAnswered(rid, worker, CommandResult(ok=False, error="the worker is gone"), gone=True)
 
 
+def unanswered(rid: str, worker: str = "w1") -> RunAnswered:
+    """No answer in time: the run may have reached the worker, or not."""
+    return RunAnswered(
+        rid, worker, CommandResult(ok=False, error="the worker did not answer"), unanswered=True
+    )
+
+
 def gone_load(worker: str, digest: str = A, num_ctx: int = CONTEXT) -> LoadAnswered:
     return LoadAnswered(worker, digest, num_ctx, CommandResult(ok=False, error="gone"), gone=True)
 
@@ -253,6 +260,28 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
             (ran("r1", error="no free slot", after=state("w1", res(A))), [run("w1", "r1")]),
         ],
         2,
+    ),
+    (
+        "redelivered-after-its-ack-was-lost-is-acked-not-run-elsewhere",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (ran("r1", after=state("w1", res(A, busy=1))), [Ack("r1")]),
+            (beat("w2", res(A)), []),  # a worker with a free slot that never heard of r1
+            (arrive("r1"), [Ack("r1")]),
+        ],
+        0,
+    ),
+    (
+        "redelivered-after-it-was-cancelled-is-acked-not-run",
+        [
+            (beat("w1", res(A, busy=1)), []),
+            (arrive("r1"), []),
+            (cancel("r1"), [Ack("r1")]),
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [Ack("r1")]),
+        ],
+        0,
     ),
     (
         "cancel-while-waiting-acks-and-never-runs",
@@ -436,6 +465,38 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
                     "unavailable",
                 ),
             ),
+        ],
+        0,
+    ),
+    (
+        "an-unanswered-run-goes-to-the-same-worker-again-never-elsewhere",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (beat("w2", res(A)), []),  # free, but w1 may have taken r1: only w1 may run it
+            (unanswered("r1"), [run("w1", "r1")]),
+            (ran("r1"), [Ack("r1")]),  # it had it (a worker runs an id once), or runs it now
+        ],
+        0,
+    ),
+    (
+        "an-unanswered-run-fails-after-three-tries",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (unanswered("r1"), [run("w1", "r1")]),
+            (unanswered("r1"), [run("w1", "r1")]),
+            (unanswered("r1"), fail("r1", "worker w1 did not answer", "unavailable")),
+        ],
+        0,
+    ),
+    (
+        "cancel-while-a-run-is-unanswered-goes-to-that-worker",
+        [
+            (beat("w1", res(A)), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (cancel("r1"), []),
+            (unanswered("r1"), [Ack("r1"), CancelOn("w1", "r1")]),
         ],
         0,
     ),
