@@ -308,7 +308,9 @@ def modelfile(
     ref: ModelRef, found: StoredModel, store: ModelStore, parameters: dict[str, Any], licenses: list[str]
 ) -> str:
     """Ollama's generated Modelfile (Model.String() under ShowHandler's header)."""
-    commands = [f"FROM {store.blob(found.weights_digest)}"]
+    # A model kept as files has no one weights file: its FROM is the model itself, which a
+    # Modelfile built on it can use as is.
+    commands = [f"FROM {ref.name}" if found.files else f"FROM {store.blob(found.weights_digest)}"]
     commands += [f"ADAPTER {_quoted(str(p))}" for p in found.paths(store, ADAPTER_MEDIA_TYPE)]
     commands += [f"FROM {p}" for p in found.paths(store, PROJECTOR_MEDIA_TYPE)]
     if ref.template is not None:

@@ -1,10 +1,13 @@
 """exllamav2 and exllamav3 on CUDA: a model directory loaded, four jobs generated at once, one of
-them cancelled, the model unloaded and the GPU's memory back. Needs the library (the worker's GPU
-image), a CUDA device and a model: CORRAL_TEST_EXL2_MODEL / CORRAL_TEST_EXL3_MODEL name a local
-directory of an EXL2 / EXL3 model (config.json, tokenizer.json, *.safetensors). Skipped, with the
-reason, everywhere else.
+them cancelled, the model unloaded and the GPU's memory back. Needs the library (the `gpu`
+extra, as in the worker's GPU image) and a CUDA device; skipped, with the reason, everywhere else.
 
-    CORRAL_TEST_EXL2_MODEL=/models/SmolLM2-135M-exl2 .venv/bin/pytest -m gpu tests/integration/test_gpu_exl.py
+EXL2: the test makes its own model from the bundled GGUF (tests/gpu.py: transformers, then
+exllamav2's converter), kept in pytest's cache, unless CORRAL_TEST_EXL2_MODEL names a model
+directory to load instead. EXL3: CORRAL_TEST_EXL3_MODEL must name one (exllamav3's
+`python -m exllamav3.conversion.convert_model` makes one; the README says how).
+
+    .venv/bin/pytest -m gpu -rs tests/integration/test_gpu_exl.py
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from services.worker.engines.exllamav2 import ExLlamaV2Engine
 from services.worker.engines.exllamav3 import ExLlamaV3Engine
 from services.worker.generation import sampling_for
 from services.worker.gpus import cuda_devices
+from tests.gpu import cached_exl2, exl2_build_missing, free_on_gpu0, warm_up
 from tests.watch import DEADLINE
 
 ENGINES = {"exl2": ("exllamav2", "CORRAL_TEST_EXL2_MODEL"), "exl3": ("exllamav3", "CORRAL_TEST_EXL3_MODEL")}
@@ -34,11 +38,13 @@ def missing(format: str) -> str | None:
     if not cuda_devices():
         return "no CUDA device (NVML finds none)"
     directory = os.environ.get(variable)
-    if not directory:
-        return f"{variable} is not set: it names a local {format.upper()} model directory to load"
-    if not (Path(directory) / "config.json").is_file():
+    if directory and not (Path(directory) / "config.json").is_file():
         return f"{variable}={directory} has no config.json"
-    return None
+    if directory:
+        return None
+    if format == "exl2":
+        return exl2_build_missing()
+    return f"{variable} is not set: it names a local {format.upper()} model directory to load"
 
 
 def params() -> list[object]:
@@ -53,16 +59,32 @@ def params() -> list[object]:
 pytestmark = pytest.mark.gpu
 
 
-def free_on_gpu0() -> int:
-    return next(d.free_memory for d in cuda_devices() if d.id == "cuda:0")
+@pytest.fixture(scope="session")
+def exl2_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CORRAL_TEST_EXL2_MODEL, else the bundled GGUF converted to EXL2 and kept in pytest's cache
+    (`-p no:cacheprovider`: in this session's temporary directory)."""
+    named = os.environ.get("CORRAL_TEST_EXL2_MODEL")
+    if named:
+        return Path(named)
+    cache = getattr(request.config, "cache", None)
+    return cached_exl2(cache.mkdir("corral-exl2") if cache is not None else tmp_path_factory.mktemp("exl2"))
+
+
+@pytest.fixture(scope="session")
+def exl3_model() -> Path:
+    return Path(os.environ["CORRAL_TEST_EXL3_MODEL"])
 
 
 @pytest.mark.parametrize("format", params())
-def test_four_jobs_run_on_a_gpu_one_is_cancelled_and_the_memory_comes_back(format: str) -> None:
-    directory = Path(os.environ[ENGINES[format][1]])
+def test_four_jobs_run_on_a_gpu_one_is_cancelled_and_the_memory_comes_back(
+    format: str, request: pytest.FixtureRequest
+) -> None:
+    directory: Path = request.getfixturevalue(f"{format}_model")
     files = {path.name: path.resolve() for path in directory.iterdir() if path.is_file()}
     engine: Engine = ExLlamaV2Engine() if format == "exl2" else ExLlamaV3Engine()
     weights = sum(path.stat().st_size for name, path in files.items() if name.endswith(".safetensors"))
+    spec = LoadSpec(path=files["config.json"], num_ctx=1024, slots=4, split={}, format=format, files=files)
+    warm_up(engine, spec)
     before = free_on_gpu0()
     lock, finished = threading.Lock(), {f"job{i}": threading.Event() for i in range(4)}
     steps: list[Step] = []
@@ -77,7 +99,6 @@ def test_four_jobs_run_on_a_gpu_one_is_cancelled_and_the_memory_comes_back(forma
             if step.finish:
                 finished[step.job_id].set()
 
-    spec = LoadSpec(path=files["config.json"], num_ctx=1024, slots=4, split={}, format=format, files=files)
     loaded = engine.load(spec, on_steps)
     try:
         assert loaded.size_vram > 0 and set(loaded.placement) <= {d.id for d in cuda_devices()}
@@ -102,6 +123,6 @@ def test_four_jobs_run_on_a_gpu_one_is_cancelled_and_the_memory_comes_back(forma
         assert text.decode("utf-8", errors="replace").strip()
     finally:
         loaded.close()
-    # torch and the CUDA context keep some memory for the process (exllamav2 #347): the weights'
-    # and the cache's come back.
+    # What the process keeps for itself (exllamav2 #347) it took in the warm-up: the weights' and
+    # the cache's memory come back.
     assert free_on_gpu0() > before - weights // 4

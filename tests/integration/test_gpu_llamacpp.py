@@ -16,6 +16,7 @@ from services.worker.engines.base import Job, LoadSpec, Step
 from services.worker.engines.llamacpp import LlamaCppEngine
 from services.worker.generation import sampling_for
 from services.worker.gpus import cuda_devices
+from tests.gpu import free_on_gpu0
 from tests.watch import DEADLINE
 
 LAYERS = 30  # the bundled SmolLM2-135M's block count
@@ -30,10 +31,6 @@ def missing_cuda() -> str | None:
 
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(missing_cuda() is not None, reason=missing_cuda() or "")]
-
-
-def free_on_gpu0() -> int:
-    return next(d.free_memory for d in cuda_devices() if d.id == "cuda:0")
 
 
 def test_the_bundled_model_runs_on_a_gpu_reports_it_and_gives_the_memory_back() -> None:

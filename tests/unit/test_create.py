@@ -225,6 +225,8 @@ def test_from_an_exl_model_directory(store: ModelStore, method: str) -> None:
     make(store, name="gpu-pirate", from_model="gpu-model", system="Talk like a pirate.")
     again = resolve(store, "gpu-pirate").model
     assert again is not None and again.digest == resolved.digest and again.format == method
+    # Its Modelfile builds on the model itself (no one weights file to name).
+    assert "\nFROM gpu-pirate:latest\n" in show(store, "gpu-pirate", verbose=False).modelfile
 
 
 @pytest.mark.parametrize(
