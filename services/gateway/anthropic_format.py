@@ -26,6 +26,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
+from services.gateway.gojson import json_kind
 from services.gotemplate import marshal
 from services.protocol import Chunk, Done, ToolCall
 
@@ -162,16 +163,9 @@ def _check(value: Any, go_type: str, where: str, go_value: bool = False) -> None
         for item in value if go_type == "[]string" and value else ():
             _check(item, "string", where, go_value)
         return
-    kind = f"number {value}" if go_type == "int" and isinstance(value, float) else _json_kind(value)
+    kind = f"number {value}" if go_type == "int" and isinstance(value, float) else json_kind(value)
     into = f"Go value of type {go_type}" if go_value else f"Go struct field {where} of type {go_type}"
     raise AnthropicRequestError(f"json: cannot unmarshal {kind} into {into}")
-
-
-def _json_kind(value: Any) -> str:
-    for kind, types in (("bool", bool), ("number", int | float), ("string", str), ("array", list)):
-        if isinstance(value, types):
-            return kind
-    return "object"
 
 
 def _blocks(message: dict[str, Any]) -> list[Any]:
@@ -184,7 +178,7 @@ def _blocks(message: dict[str, Any]) -> list[Any]:
         return [{"type": "text", "text": content or ""}]
     if not isinstance(content, list):
         raise AnthropicRequestError(
-            f"json: cannot unmarshal {_json_kind(content)} into Go struct field "
+            f"json: cannot unmarshal {json_kind(content)} into Go struct field "
             "MessagesRequest.messages of type []anthropic.ContentBlock"
         )
     return content

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 
 from services.gateway import jsonbody
 from services.gateway.errors import BadRequest
+from services.gateway.gojson import json_kind
 from services.protocol import RUNNER_OPTIONS, ChatMessage, Options, option_type, parse_keep_alive
 from services.protocol.messages import Think
 from services.telemetry import log_event
@@ -26,16 +27,6 @@ log = logging.getLogger("corral.gateway")
 THINK_LEVELS = ("high", "medium", "low", "max")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 THINK_CHOICES = '"high", "medium", "low", "max", true, or false'
-
-_GO_TYPES = {
-    str: "string",
-    bool: "bool",
-    int: "number",
-    float: "number",
-    list: "array",
-    dict: "object",
-    type(None): "null",
-}
 
 
 # Fields checked by hand (Ollama's texts): their types for the OpenAPI document only.
@@ -246,7 +237,7 @@ def decode_object(raw: bytes, go_name: str) -> dict[str, Any]:
     except jsonbody.InvalidJson as exc:
         raise BadRequest(str(exc)) from exc
     if not isinstance(data, dict):
-        raise BadRequest(f"json: cannot unmarshal {_go_type(data)} into Go value of type api.{go_name}")
+        raise BadRequest(f"json: cannot unmarshal {json_kind(data)} into Go value of type api.{go_name}")
     return data
 
 
@@ -274,7 +265,7 @@ def validate_body(data: dict[str, Any], model: type[BodyT], go_name: str) -> Bod
         field = ".".join(str(p) for p in error["loc"] if not isinstance(p, int))
         value = error.get("input")
         raise BadRequest(
-            f"json: cannot unmarshal {_go_type(value)} into Go struct field "
+            f"json: cannot unmarshal {json_kind(value)} into Go struct field "
             f"{go_name}.{field} of type {_expected(error['type'])}"
         ) from exc
 
@@ -401,10 +392,6 @@ def check_option(key: str, value: Any, kind: type) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRequest(f'option "{key}" must be of type float32')
     return float(value)
-
-
-def _go_type(value: Any) -> str:
-    return _GO_TYPES.get(type(value), "value")
 
 
 def _expected(error_type: str) -> str:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from services.gateway.gojson import json_kind
 from services.protocol import Chunk, Done, Logprob, ToolCall
 
 FINGERPRINT = "fp_ollama"
@@ -110,6 +111,12 @@ def _messages(message: Any, every: list[Any]) -> list[dict[str, Any]]:
     if message.get("reasoning"):
         extra["thinking"] = message["reasoning"]
     if message.get("tool_calls"):
+        if not isinstance(message["tool_calls"], list):
+            kind = json_kind(message["tool_calls"])
+            raise OpenAIRequestError(
+                f"json: cannot unmarshal {kind} into Go struct field Message.messages.tool_calls "
+                "of type []openai.ToolCall"
+            )
         extra["tool_calls"] = [_tool_call(call) for call in message["tool_calls"]]
     if role == "tool":
         extra["tool_name"] = message.get("name") or _tool_name(every, message.get("tool_call_id"))
@@ -197,7 +204,8 @@ def _tool_call(call: Any) -> dict[str, Any]:
 def _tool_name(messages: list[Any], call_id: Any) -> str:
     """The function a tool result answers, found by its call id (the last such call wins)."""
     for message in reversed(messages):
-        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for call in calls if isinstance(calls, list) else []:  # another kind is refused as that message's
             if isinstance(call, dict) and call.get("id") == call_id:
                 return str((call.get("function") or {}).get("name", ""))
     return ""

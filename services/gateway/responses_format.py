@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.gateway import jsonbody
+from services.gateway.gojson import json_kind
 from services.gateway.openai_format import OpenAIRequestError, error, image_base64, think_from, tool_calls
 from services.protocol import Chunk, Done, ToolCall
 
@@ -145,15 +146,8 @@ def _check(value: Any, go_type: str, where: str) -> None:
         for item in value if base == "[]string" and value else ():
             _check(item, "string", where)
         return
-    kind = f"number {value}" if base == "int" and isinstance(value, float) else _json_kind(value)
+    kind = f"number {value}" if base == "int" and isinstance(value, float) else json_kind(value)
     raise OpenAIRequestError(f"json: cannot unmarshal {kind} into Go struct field {where} of type {base}")
-
-
-def _json_kind(value: Any) -> str:
-    for kind, types in (("bool", bool), ("number", int | float), ("string", str), ("array", list)):
-        if isinstance(value, types):
-            return kind
-    return "object"
 
 
 def _refuse_unsupported(data: dict[str, Any]) -> None:
@@ -190,14 +184,14 @@ def _decode_input(value: Any) -> list[Item]:
 
 
 def _not_array(value: Any) -> str:
-    return f"json: cannot unmarshal {_json_kind(value)} into Go value of type []json.RawMessage"
+    return f"json: cannot unmarshal {json_kind(value)} into Go value of type []json.RawMessage"
 
 
 def _decode_item(raw: Any) -> Item:
     """unmarshalResponsesInputItem: an item without a type but with a role is a message."""
     if raw is not None and not isinstance(raw, dict):
         raise OpenAIRequestError(
-            f"json: cannot unmarshal {_json_kind(raw)} into Go value of type {ITEM_STRUCT}"
+            f"json: cannot unmarshal {json_kind(raw)} into Go value of type {ITEM_STRUCT}"
         )
     item = raw or {}
     _check_fields(item, {"type": "string", "role": "string"}, "")  # Go names no anonymous struct
@@ -242,7 +236,7 @@ def _decode_part(raw: Any) -> dict[str, Any]:
     """unmarshalResponsesContent: input_text, output_text, input_image and input_file parts."""
     if raw is not None and not isinstance(raw, dict):
         raise OpenAIRequestError(
-            f"json: cannot unmarshal {_json_kind(raw)} into Go value of type {PART_STRUCT}"
+            f"json: cannot unmarshal {json_kind(raw)} into Go value of type {PART_STRUCT}"
         )
     part: dict[str, Any] = raw or {}
     kind = part.get("type")
@@ -353,7 +347,7 @@ def _function_call(item: dict[str, Any]) -> dict[str, Any]:
             raise OpenAIRequestError(f"failed to parse function call arguments: {exc}") from exc
     if not isinstance(arguments, dict):
         raise OpenAIRequestError(
-            f"failed to parse function call arguments: json: cannot unmarshal {_json_kind(arguments)} "
+            f"failed to parse function call arguments: json: cannot unmarshal {json_kind(arguments)} "
             "into Go value of type orderedmap.OrderedMap[string,interface {}]"
         )
     return {

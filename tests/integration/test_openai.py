@@ -215,9 +215,13 @@ def test_embeddings(v1: tuple[Stack, openai.OpenAI]) -> None:
          "audio input is not supported: corral has no engine for audio models"),
         ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "input_audio",
           "input_audio": {"format": "wav"}}]}]}, 400, "invalid input_audio format: missing data"),
+        ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "y",
+          "tool_calls": 7}]}, 400,
+         "json: cannot unmarshal number into Go struct field Message.messages.tool_calls of type "
+         "[]openai.ToolCall"),
     ],
     ids=["unknown-model", "no-messages", "bad-effort", "tool-choice", "image-url", "no-thinking", "audio",
-         "audio-without-data"],
+         "audio-without-data", "tool-calls-not-a-list"],
 )  # fmt: skip
 def test_errors_have_openais_shape(
     v1: tuple[Stack, openai.OpenAI], body: dict, status: int, message: str
