@@ -155,6 +155,8 @@ class ModelShape(Message):
 # Hugging Face layout (config.json, tokenizer files, *.safetensors shards) quantized for
 # exllamav2 (EXL2; it also loads GPTQ and FP16 checkpoints) or exllamav3 (EXL3).
 ModelFormat = Literal["gguf", "exl2", "exl3"]
+MODEL_FORMATS: tuple[ModelFormat, ...] = ("gguf", "exl2", "exl3")
+OLDER_WORKER_FORMATS: tuple[ModelFormat, ...] = ("gguf",)  # a heartbeat that names none: llama.cpp's
 # A file's name in a multi-file model's directory: no path, nothing hidden, no "." or "..", so a
 # worker can lay the files out under these names and nowhere else.
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")]
@@ -314,10 +316,19 @@ class Device(Message):
     total_memory: int = 0  # bytes; 0 when unknown
 
 
+def instance_id(digest: str, num_ctx: int, replica: int = 1) -> str:
+    """The name of an instance on its worker: its weights, its context and, for a second or later
+    instance of those on the same worker, which one. A scheduler picks the names (`LoadCommand.
+    instance`); a peer that names none (an older one) means the first: `instance_id(digest, num_ctx)`."""
+    name = f"{digest.removeprefix('sha256:')[:12]}-{num_ctx}"
+    return name if replica == 1 else f"{name}-{replica}"
+
+
 class ResidentModel(Message):
     """A model instance held by a worker: weights plus `slots` contexts of `num_ctx` tokens."""
 
     name: str
+    instance: str = ""  # its name on the worker; "" (an older worker): instance_id(digest, num_ctx)
     digest: str  # the weights' (what placement keys on)
     model_digest: str = ""  # the manifest's, as /api/ps shows it
     details: ModelDetails = Field(default_factory=ModelDetails)
@@ -330,6 +341,11 @@ class ResidentModel(Message):
     keep_alive: float
     expires_at: float | None = None  # None while busy or loading, or when kept forever
     placement: dict[str, int] = Field(default_factory=dict)  # bytes held on each device ("cuda:0": …)
+
+    @property
+    def id(self) -> str:
+        """Its name on the worker, also when an older worker names none."""
+        return self.instance or instance_id(self.digest, self.num_ctx)
 
 
 class WorkerState(Message):
@@ -344,6 +360,8 @@ class WorkerState(Message):
     engine: str
     devices: list[Device]
     resident: list[ResidentModel] = Field(default_factory=list)
+    # The model formats its engines run; an older worker, which does not say, runs GGUF only.
+    formats: list[ModelFormat] = Field(default_factory=lambda: list(OLDER_WORKER_FORMATS))
 
 
 class LoadCommand(Message):
@@ -359,10 +377,21 @@ class LoadCommand(Message):
     # Bytes planned on each of the worker's devices ("cpu", "cuda:0", …), as placement split the
     # estimate; empty: the worker decides alone.
     split: dict[str, int] = Field(default_factory=dict)
+    # Its name on the worker (`instance_id`), chosen by the scheduler so that a worker can hold
+    # several instances of one model (a replica on another GPU); "": instance_id(digest, num_ctx).
+    instance: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.instance or instance_id(self.model.digest, self.num_ctx)
 
 
 class UnloadCommand(Message):
+    """Unload instance `instance` of `digest` when it is idle; every instance of `digest` when
+    `instance` is "" (an unload request, or an older scheduler)."""
+
     digest: str
+    instance: str = ""
 
 
 class CancelCommand(Message):
@@ -372,10 +401,12 @@ class CancelCommand(Message):
 
 
 class RunCommand(Message):
-    """Run `request` on the worker's resident instance of its model with `num_ctx` tokens."""
+    """Run `request` on the worker's instance `instance` (its model with `num_ctx` tokens); an
+    older scheduler names none: then any instance of its model with `num_ctx` that has a free slot."""
 
     request: GenerationRequest
     num_ctx: int
+    instance: str = ""
 
 
 class PingRequest(Message):

@@ -35,6 +35,7 @@ from services.protocol import (
     LoadCommand,
     QueueState,
     RunCommand,
+    UnloadCommand,
     WaitingModel,
     WorkerState,
 )
@@ -85,6 +86,7 @@ class RunAnswered:
 @dataclass(frozen=True)
 class LoadAnswered:
     worker_id: str
+    instance: str  # the id the load gave the instance on the worker
     digest: str
     num_ctx: int
     result: CommandResult
@@ -122,7 +124,7 @@ class Load:
 
     worker_id: str
     command: LoadCommand
-    evict: tuple[str, ...] = ()
+    evict: tuple[UnloadCommand, ...] = ()
     trace: Context | None = field(default=None, compare=False, repr=False)
 
 
@@ -130,6 +132,7 @@ class Load:
 class Unload:
     worker_id: str
     digest: str
+    instance: str = ""  # "": every instance of `digest` there
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class Pending:
     reason: str = ""  # why it waits, as placement last said ("" before its first placement)
     dispatched_to: str | None = None  # the worker its run command is out to, until it answers
     dispatched_ctx: int = 0  # the num_ctx of the instance it went to (its own, or larger)
+    dispatched_instance: str = ""  # the id of that instance on its worker
     loading_on: str | None = None  # the worker that loads its model because of it
     cancelled: bool = False  # cancelled while its run was out: the answer decides
     refusals: int = 0
@@ -210,7 +214,7 @@ class Scheduler:
         self._policy = policy or Policy()
         self._fleet = Fleet(max_loaded, self._policy)
         self._pending: dict[str, Pending] = {}  # in arrival order
-        self._loads: set[tuple[str, str, int]] = set()  # (worker, digest, num_ctx) out to workers
+        self._loads: set[tuple[str, str]] = set()  # (worker, instance id) out to workers
         self._leading = True  # False after Stopping: answers are taken in, nothing is placed
         # The last requests placed (id -> worker) and acknowledged: the oldest are forgotten first.
         self._placed: FIFOCache[str, str] = FIFOCache(maxsize=PLACED_REMEMBERED)
@@ -233,8 +237,8 @@ class Scheduler:
                 commands = self._cancelled(request_id)
             case RunAnswered(request_id, worker_id, result, gone, unanswered):
                 commands = self._run_answered(request_id, worker_id, result, gone, unanswered)
-            case LoadAnswered(worker_id, digest, num_ctx, result, gone):
-                commands = self._load_answered(worker_id, digest, num_ctx, result, gone)
+            case LoadAnswered(worker_id, instance, digest, num_ctx, result, gone):
+                commands = self._load_answered(worker_id, instance, digest, num_ctx, result, gone)
             case Tick():
                 commands = self._tick()
             case Stopping():
@@ -258,7 +262,7 @@ class Scheduler:
         slots = self._num_parallel
         need = memory.estimate(model.size, model.shape, num_ctx, slots, self._kv_cache_type).total
         automatic = request.options.num_ctx is None and not (model.parameters and model.parameters.num_ctx)
-        return Want(model.digest, num_ctx, need, slots, exact=not automatic)
+        return Want(model.digest, num_ctx, need, slots, exact=not automatic, format=model.format)
 
     def waiting_by(self) -> Counter[tuple[str, str]]:
         """How many requests wait, by model name and reason."""
@@ -346,7 +350,7 @@ class Scheduler:
         if unanswered:
             return self._run_unanswered(pending, worker_id)
         pending.dispatched_to = None
-        self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
+        self._fleet.release_slot(worker_id, pending.dispatched_instance)
         request = pending.request
         if result.ok:
             del self._pending[request_id]
@@ -387,28 +391,30 @@ class Scheduler:
         log_event(log, "run_unanswered", context=trace, request=request_id, worker=worker_id, tries=tries)
         if pending.cancelled:  # if the worker has it, it stops it
             del self._pending[request_id]
-            self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
+            self._fleet.release_slot(worker_id, pending.dispatched_instance)
             return [Ack(request_id), CancelOn(worker_id, request_id)]
         if pending.refusals < self._max_refusals:
-            command = RunCommand(request=pending.request, num_ctx=pending.dispatched_ctx)
+            command = RunCommand(
+                request=pending.request, num_ctx=pending.dispatched_ctx, instance=pending.dispatched_instance
+            )
             return [Run(worker_id, request_id, command, trace)]
         del self._pending[request_id]
-        self._fleet.release_slot(worker_id, pending.want.digest, pending.dispatched_ctx)
+        self._fleet.release_slot(worker_id, pending.dispatched_instance)
         return self._fail(pending, f"worker {worker_id} did not answer", "unavailable")
 
     def _load_answered(
-        self, worker_id: str, digest: str, num_ctx: int, result: CommandResult, gone: bool
+        self, worker_id: str, instance: str, digest: str, num_ctx: int, result: CommandResult, gone: bool
     ) -> list[Command]:
         if gone:  # its waiters are placed again, elsewhere if there is a worker
             return self._lose(worker_id, "no responders", runs_reached=False)
         if result.state is not None:
             self._fleet.update(result.state, self._clock())
-        if (worker_id, digest, num_ctx) not in self._loads:
+        if (worker_id, instance) not in self._loads:
             return []  # its worker was dropped meanwhile, and its waiters placed again
-        self._loads.discard((worker_id, digest, num_ctx))
-        self._fleet.load_finished(worker_id, digest, num_ctx)
+        self._loads.discard((worker_id, instance))
+        self._fleet.load_finished(worker_id, instance)
         if result.ok:
-            log_event(log, "loaded", worker=worker_id, digest=digest[:19])
+            log_event(log, "loaded", worker=worker_id, digest=digest[:19], instance=instance)
             return []
         error = result.error or "model failed to load"
         log_event(log, "load_failed", level=logging.ERROR, worker=worker_id, error=error)
@@ -474,34 +480,19 @@ class Scheduler:
                 continue
             request, want = pending.request, pending.want
             match place(self._fleet.workers(), want, self._policy):
-                case placement.Dispatch(worker_id, num_ctx):
+                case placement.Dispatch(worker_id, num_ctx, instance):
                     pending.dispatched_to, pending.dispatched_ctx = worker_id, num_ctx
+                    pending.dispatched_instance = instance
                     self._decided(pending, "dispatch")
-                    self._fleet.reserve_slot(worker_id, want.digest, num_ctx)
-                    command = RunCommand(request=request, num_ctx=num_ctx)
+                    self._fleet.reserve_slot(worker_id, instance)
+                    command = RunCommand(request=request, num_ctx=num_ctx, instance=instance)
                     commands.append(Run(worker_id, request.id, command, pending.trace))
                 case placement.Load(worker_id, evict, split):
-                    self._decided(pending, "load", "model loading")
-                    pending.loading_on = worker_id
-                    self._fleet.mark_loading(worker_id, want.digest, want.num_ctx, split)
-                    self._loads.add((worker_id, want.digest, want.num_ctx))
-                    log_event(
-                        log,
-                        "loading",
-                        context=pending.trace,
-                        worker=worker_id,
-                        model=request.model.name,
-                        evict=list(evict),
-                    )
-                    load = LoadCommand(
-                        model=request.model,
-                        num_ctx=want.num_ctx,
-                        slots=want.slots,
-                        keep_alive=request.keep_alive,
-                        request_id=request.id,
-                        split=dict(split),
-                    )
-                    commands.append(Load(worker_id, load, evict, pending.trace))
+                    commands.append(self._load(pending, worker_id, evict, split))
+                case placement.Refuse(reason):
+                    del self._pending[request.id]
+                    self._decided(pending, "refuse")
+                    commands += self._fail(pending, reason, "unavailable")
                 case placement.Wait(reason):
                     if reason != pending.reason:
                         self._decided(pending, "wait", reason)
@@ -510,15 +501,49 @@ class Scheduler:
                         self._drain_for(pending)
         return commands
 
+    def _load(self, pending: Pending, worker_id: str, evict: tuple[str, ...], split: placement.Split) -> Load:
+        """Load the model a request waits for on `worker_id`, as a new instance there (after
+        unloading the instances `evict`)."""
+        request, want = pending.request, pending.want
+        self._decided(pending, "load", "model loading")
+        pending.loading_on = worker_id
+        instance = self._fleet.new_instance(worker_id, want.digest, want.num_ctx)
+        unloads = tuple(
+            UnloadCommand(digest=self._fleet.digest_of(worker_id, name) or "", instance=name)
+            for name in evict
+        )
+        self._fleet.mark_loading(worker_id, instance, want.digest, want.num_ctx, split)
+        self._loads.add((worker_id, instance))
+        log_event(
+            log,
+            "loading",
+            context=pending.trace,
+            worker=worker_id,
+            model=request.model.name,
+            instance=instance,
+            split=dict(split),
+            evict=list(evict),
+        )
+        load = LoadCommand(
+            model=request.model,
+            num_ctx=want.num_ctx,
+            slots=want.slots,
+            keep_alive=request.keep_alive,
+            request_id=request.id,
+            split=dict(split),
+            instance=instance,
+        )
+        return Load(worker_id, load, unloads, pending.trace)
+
     def _drain_for(self, pending: Pending) -> None:
         """A request starved of room: the fewest instances whose unloading would make room stop
         taking new requests, so they go idle and rule 4 unloads them for it."""
         plan = placement.drain(self._fleet.workers(), pending.want, self._policy)
         if plan is None:
             return
-        worker_id, digests = plan
+        worker_id, instances = plan
         self._drain = (pending.request.id, worker_id)
-        self._fleet.drain(worker_id, digests)
+        self._fleet.drain(worker_id, instances)
         log_event(log, "draining", context=pending.trace, request=pending.request.id, worker=worker_id)
 
     def _drain_over(self) -> None:

@@ -43,7 +43,7 @@ queue_wait = _meter.create_histogram(
 placements = _meter.create_counter(
     "corral.placements",
     unit="{decision}",
-    description="Placement decisions: dispatch, load, or wait (by reason, counted when it changes)",
+    description="Placement decisions: dispatch, load, refuse, or wait (by reason, counted when it changes)",
 )
 evictions = _meter.create_counter(
     "corral.model.evictions", unit="{model}", description="Idle models unloaded to make room for another"

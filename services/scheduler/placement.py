@@ -2,16 +2,22 @@
 
 Rules, in order (Ollama's `processPending` and its GPU choice, spread over many workers):
 
+0. Only a worker whose engines run the model's format (GGUF, EXL2, EXL3: its heartbeat says) can
+   take it. When workers are alive and none of them does, the request is refused (`Refuse`) at
+   once, naming the format and what runs it, rather than loaded where it would fail.
 1. A resident instance of the model (same weights and `num_ctx`; or, when the request's
    context is the automatic one, not asked for by the request or the model, any larger
    context: Ollama ignores an automatic num_ctx when it compares, and a larger context
    serving it saves the reload of its open #9977) with a free slot takes the request: the
-   smallest such context first, then the most free slots, then the worker id.
+   smallest such context first, then the most free slots, then the worker id. The decision
+   names the instance (a worker may hold several of the same model).
 2. If such an instance is still loading, the request waits for it. If every one is busy, a
-   replica is loaded on another worker that does not hold the model, where it fits without
-   unloading anything (rule 3), up to CORRAL_MAX_REPLICAS instances (0: no limit; 1 is
-   Ollama's behaviour) — Ollama's long-standing #3902; otherwise the request waits for a slot.
-   A replica loads one at a time (a loading instance makes the others wait).
+   replica is loaded where it fits without unloading anything (rule 3), up to
+   CORRAL_MAX_REPLICAS instances (0: no limit; 1 is Ollama's behaviour) — Ollama's long-standing
+   #3902; otherwise the request waits for a slot. A replica goes to another worker, or to GPUs
+   of a worker that already holds the model which none of its instances of it uses, wholly on
+   them (never in that worker's system memory); the best such place by rule 3's order. A replica
+   loads one at a time (a loading instance makes the others wait).
 3. Otherwise a worker loads the model where it fits (`fit`): on one GPU when it fits on one
    (the one with the most room), else over the fewest GPUs of the worker, largest first (all
    of them with OLLAMA_SCHED_SPREAD); partly in system memory only on a worker with nothing
@@ -37,11 +43,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.protocol.messages import instance_id
+
 CPU = "cpu"
 NO_ROOM = "no worker has room"  # why a request waits when no worker could take its model
 GPU_RESERVE = 457 * 1024 * 1024  # bytes of every GPU that CUDA itself needs (Ollama's MinimumMemory)
 
 Split = tuple[tuple[str, int], ...]  # (device, bytes) for each device a load uses
+GGUF_ONLY = frozenset({"gguf"})  # what a worker whose heartbeat does not say runs
+# What runs each model format, for the refusal when no worker does (the worker's engines/formats.py).
+RUNS_ON = {
+    "gguf": "llama.cpp",
+    "exl2": "exllamav2 on a CUDA worker",
+    "exl3": "exllamav3 on a CUDA worker",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,11 @@ class Instance:
     keep_alive: float = 0.0  # seconds; negative: kept forever
     placement: Split = ()  # the bytes it holds on each device (empty: all in system memory)
     draining: bool = False  # takes no new request: a starved load waits for it to go idle
+    id: str = ""  # its name on the worker; "": the first of its weights and context there
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", instance_id(self.digest, self.num_ctx))
 
     @property
     def free_slots(self) -> int:
@@ -100,6 +120,8 @@ class Worker:
     max_loaded: int
     free_memory: int  # over every device
     gpu_room: int  # what its GPUs together can take
+    formats: frozenset[str] = GGUF_ONLY  # the model formats its engines run
+    named: bool = True  # False: an older worker, which holds one instance per weights and context
 
     @classmethod
     def of(
@@ -109,11 +131,13 @@ class Worker:
         instances: tuple[Instance, ...] = (),
         max_loaded: int = 3,
         policy: Policy | None = None,
+        formats: frozenset[str] = GGUF_ONLY,
+        named: bool = True,
     ) -> Worker:
         rule = policy or Policy()
         free = sum(room.free for room in devices)
         room = sum(rule.gpu_room(d.free) for d in devices if d.gpu)
-        return cls(worker_id, devices, instances, max_loaded, free, room)
+        return cls(worker_id, devices, instances, max_loaded, free, room, formats, named)
 
 
 @dataclass(frozen=True)
@@ -126,18 +150,20 @@ class Want:
     need: int
     slots: int = 1
     exact: bool = True  # False: num_ctx is the automatic default, and a larger one serves too
+    format: str = "gguf"  # the model's (protocol ModelFormat): only a worker that runs it can take it
 
 
 @dataclass(frozen=True)
 class Dispatch:
     worker_id: str
     num_ctx: int  # of the instance that takes it (the request's, or larger)
+    instance: str  # its id on the worker
 
 
 @dataclass(frozen=True)
 class Load:
     worker_id: str
-    evict: tuple[str, ...] = ()  # digests to unload first
+    evict: tuple[str, ...] = ()  # ids of the instances to unload first
     split: Split = ()
 
 
@@ -146,30 +172,38 @@ class Wait:
     reason: str
 
 
-Decision = Dispatch | Load | Wait
+@dataclass(frozen=True)
+class Refuse:
+    """No live worker can ever run it (rule 0): the request fails now."""
+
+    reason: str
+
+
+Decision = Dispatch | Load | Wait | Refuse
 
 
 def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> Decision:
-    matching = [(w, i) for w in workers for i in w.instances if _serves(i, want)]
+    able = [w for w in workers if want.format in w.formats]
+    if workers and not able:
+        return Refuse(cannot_run(want.format))
+    matching = [(w, i) for w in able for i in w.instances if _serves(i, want)]
     free = [(w, i) for w, i in matching if i.free_slots > 0]
     if free:
         worker, instance = min(free, key=lambda wi: (wi[1].num_ctx, -wi[1].free_slots, wi[0].id))
-        return Dispatch(worker.id, instance.num_ctx)
+        return Dispatch(worker.id, instance.num_ctx, instance.id)
     if matching:
         if any(i.loading for _, i in matching):
             return Wait("model loading")
         if not policy.max_replicas or len(matching) < policy.max_replicas:
-            others = [w for w in workers if not _holds(w, want.digest)]
-            replica = _load_where_it_fits(others, want, policy)
+            room = [_room_for_replica(w, want.digest, policy) for w in able]
+            replica = _load_where_it_fits(room, want, policy)
             if replica is not None:
                 return replica
         return Wait("all slots busy")
-    load = _load_where_it_fits(workers, want, policy)
+    load = _load_where_it_fits(able, want, policy)
     if load is not None:
         return load
-    evictions = [
-        (w, found) for w in workers if (found := _evictions_to_fit(w, want.need, policy)) is not None
-    ]
+    evictions = [(w, found) for w in able if (found := _evictions_to_fit(w, want.need, policy)) is not None]
     if evictions:
         worker, (evict, split) = min(
             evictions, key=lambda we: (len(we[1][0]), _on_cpu(we[1][1]), -we[0].free_memory, we[0].id)
@@ -197,8 +231,22 @@ def _load_where_it_fits(workers: Sequence[Worker], want: Want, policy: Policy) -
     return None
 
 
-def _holds(worker: Worker, digest: str) -> bool:
-    return any(i.digest == digest for i in worker.instances)
+def cannot_run(format: str) -> str:
+    """Why a request for a model of `format` fails when no live worker runs it."""
+    return f"no worker can run {format} models ({RUNS_ON.get(format, 'an engine for it')})"
+
+
+def _room_for_replica(worker: Worker, digest: str, policy: Policy) -> Worker:
+    """The worker as a replica of `digest` may use it: whole, when it holds no instance of those
+    weights; else only the GPUs none of them uses (another GPU serves in parallel; a second copy
+    beside the first would share its compute, and one in system memory would be slow), and none
+    on an older worker, which cannot hold a second instance."""
+    held = [i for i in worker.instances if i.digest == digest]
+    if not held:
+        return worker
+    used = {device for i in held for device, _ in i.placement or ((CPU, i.size),)}
+    devices = tuple(d for d in worker.devices if d.gpu and d.device not in used and worker.named)
+    return Worker.of(worker.id, devices, worker.instances, worker.max_loaded, policy, worker.formats, False)
 
 
 def fit(devices: Sequence[Room], need: int, policy: Policy, *, partial: bool) -> Split | None:
@@ -246,25 +294,27 @@ def _serves(instance: Instance, want: Want) -> bool:
     return instance.num_ctx == want.num_ctx or (not want.exact and instance.num_ctx > want.num_ctx)
 
 
-def _eviction_order(instance: Instance) -> tuple[float, str]:
-    """Ollama's ByDurationAndName: shortest keep_alive first, kept forever last, then by digest."""
-    return (math.inf if instance.keep_alive < 0 else instance.keep_alive, instance.digest)
+def _eviction_order(instance: Instance) -> tuple[float, str, str]:
+    """Ollama's ByDurationAndName: shortest keep_alive first, kept forever last, then by digest
+    (then by id, for two instances of one model)."""
+    return (math.inf if instance.keep_alive < 0 else instance.keep_alive, instance.digest, instance.id)
 
 
 def drain(
     workers: Sequence[Worker], want: Want, policy: Policy = Policy()
 ) -> tuple[str, tuple[str, ...]] | None:
-    """For a request starved of room: the worker, and the instances on it (busy ones too), whose
-    unloading would make it fit, fewest first; None when no worker could ever take it."""
+    """For a request starved of room: the worker, and the ids of the instances on it (busy ones
+    too) whose unloading would make it fit, fewest first; None when no worker could ever take it."""
     plans = [
         (w, found[0])
         for w in workers
-        if (found := _evictions_to_fit(w, want.need, policy, busy_too=True)) is not None
+        if want.format in w.formats
+        and (found := _evictions_to_fit(w, want.need, policy, busy_too=True)) is not None
     ]
     if not plans:
         return None
-    worker, digests = min(plans, key=lambda wd: (len(wd[1]), -wd[0].free_memory, wd[0].id))
-    return worker.id, digests
+    worker, ids = min(plans, key=lambda wi: (len(wi[1]), -wi[0].free_memory, wi[0].id))
+    return worker.id, ids
 
 
 def _evictions_to_fit(
@@ -276,7 +326,7 @@ def _evictions_to_fit(
     count, evict = len(worker.instances), []
     candidates = (i for i in worker.instances if i.idle or (busy_too and not i.loading))
     for instance in sorted(candidates, key=_eviction_order):
-        evict.append(instance.digest)
+        evict.append(instance.id)
         for device, size in instance.placement or ((CPU, instance.size),):
             free[device] = free.get(device, 0) + size
         count -= 1

@@ -99,7 +99,7 @@ class Transport(Protocol):
 
     async def run(self, worker_id: str, command: RunCommand) -> CommandResult: ...
     async def load(self, worker_id: str, command: LoadCommand) -> CommandResult: ...
-    async def unload(self, worker_id: str, digest: str) -> CommandResult: ...
+    async def unload(self, worker_id: str, command: UnloadCommand) -> CommandResult: ...
     async def cancel(self, worker_id: str, request_id: str) -> None: ...
     async def reply(self, subject: str, event: Done | Failed) -> None: ...
 
@@ -134,8 +134,7 @@ class NatsTransport:
     async def load(self, worker_id: str, command: LoadCommand) -> CommandResult:
         return await self._call(subjects.worker_load(worker_id), command, self._load_timeout)
 
-    async def unload(self, worker_id: str, digest: str) -> CommandResult:
-        command = UnloadCommand(digest=digest)
+    async def unload(self, worker_id: str, command: UnloadCommand) -> CommandResult:
         return await self._call(subjects.worker_unload(worker_id), command, UNLOAD_TIMEOUT)
 
     async def cancel(self, worker_id: str, request_id: str) -> None:
@@ -197,8 +196,10 @@ class SchedulerShell:
                     self._spawn(self._run(command))
                 case Load():
                     self._spawn(self._load(command))
-                case Unload(worker_id, digest):
-                    self._spawn(self._transport.unload(worker_id, digest))
+                case Unload(worker_id, digest, instance):
+                    self._spawn(
+                        self._transport.unload(worker_id, UnloadCommand(digest=digest, instance=instance))
+                    )
                 case CancelOn(worker_id, request_id):
                     self._spawn(self._transport.cancel(worker_id, request_id))
                 case Reply(request_id, subject, event):
@@ -233,9 +234,11 @@ class SchedulerShell:
         worker_id, load = command.worker_id, command.command
         gone = False
         try:
-            for digest in command.evict:
-                await self._transport.unload(worker_id, digest)
-                log_event(log, "evicted", worker=worker_id, digest=digest[:19])
+            for unload in command.evict:
+                await self._transport.unload(worker_id, unload)
+                log_event(
+                    log, "evicted", worker=worker_id, digest=unload.digest[:19], instance=unload.instance
+                )
                 measure.evictions.add(1, {measure.WORKER: worker_id})
             with _tracer.start_as_current_span("load", context=command.trace):
                 result = await self._transport.load(worker_id, load)
@@ -243,7 +246,7 @@ class SchedulerShell:
             result, gone = CommandResult(ok=False, error="the worker is gone"), True
         except Exception as exc:
             result = CommandResult(ok=False, error=f"worker did not answer: {exc!r}")
-        self.submit(LoadAnswered(worker_id, load.model.digest, load.num_ctx, result, gone))
+        self.submit(LoadAnswered(worker_id, load.id, load.model.digest, load.num_ctx, result, gone))
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(coro)

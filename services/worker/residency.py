@@ -7,6 +7,10 @@ A request's `keep_alive` replaces the instance's value and sticks; requests
 without one inherit it. An instance loaded for a request waits for that request
 (at most FIRST_RUN_WAIT, or until it is cancelled) before its timer can run out,
 so a keep_alive of 0 unloads after the request, not between its load and its run.
+
+Instances are known by the name the scheduler gave each (`LoadCommand.instance`), so one worker
+can hold several of the same weights and context (a replica on another GPU) and a run names the
+one it goes to.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def expiry(keep_alive: float, now: float) -> float | None:
 
 @dataclass
 class Instance:
+    id: str  # its name on this worker (protocol `instance_id`)
     model: ModelRef
     num_ctx: int
     slots: int
@@ -37,14 +42,11 @@ class Instance:
     running: set[str] = field(default_factory=set)
     awaiting: str = ""  # the request it was loaded for, until that request runs or is cancelled
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.model.digest, self.num_ctx)
-
     def describe(self) -> ResidentModel:
         loaded = self.loaded
         return ResidentModel(
             name=self.model.name,
+            instance=self.id,
             digest=self.model.digest,
             model_digest=self.model.manifest_digest,
             details=self.model.details,
@@ -63,19 +65,31 @@ class Instance:
 class Residency:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._instances: dict[tuple[str, int], Instance] = {}
+        self._instances: dict[str, Instance] = {}  # by id
 
-    def get(self, digest: str, num_ctx: int) -> Instance | None:
-        return self._instances.get((digest, num_ctx))
+    def get(self, instance_id: str) -> Instance | None:
+        return self._instances.get(instance_id)
+
+    def find(self, digest: str, num_ctx: int) -> Instance | None:
+        """An instance of these weights and context, one with a free slot first (a run that names
+        no instance: an older scheduler)."""
+        found = [i for i in self._instances.values() if i.model.digest == digest and i.num_ctx == num_ctx]
+        return min(found, key=lambda i: i.loaded is None or i.busy >= i.slots, default=None)
 
     def instances(self) -> list[Instance]:
         return list(self._instances.values())
 
     def begin_load(
-        self, model: ModelRef, num_ctx: int, slots: int, keep_alive: float, for_request: str = ""
+        self,
+        instance_id: str,
+        model: ModelRef,
+        num_ctx: int,
+        slots: int,
+        keep_alive: float,
+        for_request: str = "",
     ) -> Instance:
-        instance = Instance(model, num_ctx, slots, keep_alive, awaiting=for_request)
-        self._instances[instance.key] = instance
+        instance = Instance(instance_id, model, num_ctx, slots, keep_alive, awaiting=for_request)
+        self._instances[instance_id] = instance
         return instance
 
     def finish_load(self, instance: Instance, loaded: LoadedModel) -> None:
@@ -94,7 +108,8 @@ class Residency:
                     instance.expires_at = expiry(instance.keep_alive, self._clock())
 
     def forget(self, instance: Instance) -> None:
-        self._instances.pop(instance.key, None)
+        if self._instances.get(instance.id) is instance:
+            del self._instances[instance.id]
 
     def acquire(self, instance: Instance, request_id: str, keep_alive: float | None) -> bool:
         """Take a slot for `request_id`; False when the instance has none free."""
@@ -114,12 +129,13 @@ class Residency:
         if instance.busy == 0:
             instance.expires_at = expiry(instance.keep_alive, self._clock())
 
-    def unload_when_idle(self, digest: str) -> list[Instance]:
-        """Set keep_alive to 0 on every instance of `digest`; return those idle now."""
+    def unload_when_idle(self, digest: str, instance_id: str = "") -> list[Instance]:
+        """Set keep_alive to 0 on instance `instance_id` of `digest` (every instance of it when
+        ""); return those idle now."""
         now = self._clock()
         idle = []
         for instance in self._instances.values():
-            if instance.model.digest == digest:
+            if instance.model.digest == digest and instance_id in ("", instance.id):
                 instance.keep_alive = 0.0
                 if instance.busy == 0 and instance.loaded is not None:
                     instance.expires_at = now

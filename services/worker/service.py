@@ -21,14 +21,22 @@ from services.protocol import (
 from services.telemetry import log_event
 from services.worker import measure
 from services.worker.engines.base import Engine
-from services.worker.engines.formats import FormatEngines, describe_offer, installed_engines, offer, unusable
+from services.worker.engines.formats import (
+    FormatEngines,
+    ServingEngine,
+    describe_offer,
+    formats_run,
+    installed_engines,
+    offer,
+    unusable,
+)
 from services.worker.gpus import cuda_devices
 from services.worker.worker import Worker
 
 log = logging.getLogger("corral.worker")
 
 
-def select_engine(settings: Settings) -> Engine:
+def select_engine(settings: Settings) -> ServingEngine:
     """The engines this worker runs, one per model format it can serve (engines/formats.py);
     each is imported only when chosen, so a CPU host never imports GPU code."""
     if settings.engine == "simulated":  # scheduler tests at fleet scale and benchmarks only
@@ -39,7 +47,7 @@ def select_engine(settings: Settings) -> Engine:
     problem = unusable(settings.engine, offered)
     if problem is not None:
         raise SystemExit(f"corral-worker: {problem}")
-    log_event(log, "engines", **describe_offer(offered))
+    log_event(log, "engines", formats=list(formats_run(offered)), **describe_offer(offered))
     return FormatEngines(
         {name: _engine(name, settings) for name, why in offered.items() if why is None}, offered
     )
@@ -64,7 +72,8 @@ def register(broker: NatsBroker, settings: Settings) -> Worker:
     async def publish(subject: str, data: bytes) -> None:
         await broker.connection.publish(subject, data)
 
-    worker = Worker(settings, select_engine(settings), publish, subjects.HEARTBEAT)
+    engine = select_engine(settings)
+    worker = Worker(settings, engine, publish, subjects.HEARTBEAT, formats=engine.formats)
     measure.observe(worker.state)
 
     @broker.subscriber(subjects.worker_run(worker.id))

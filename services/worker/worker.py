@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from services.protocol import (
     UnloadCommand,
     WorkerState,
 )
-from services.protocol.messages import Message
+from services.protocol.messages import Message, ModelFormat
 from services.telemetry import log_event
 from services.worker import measure
 from services.worker.engines.base import Engine, EngineError, InvalidJob, Job, LoadedModel, LoadSpec, Step
@@ -67,9 +67,12 @@ class Worker:
         publish: Callable[[str, bytes], Awaitable[None]],
         heartbeat_subject: str,
         clock: Callable[[], float] = time.time,
+        formats: Sequence[ModelFormat] = ("gguf",),
     ) -> None:
+        """`formats`: the model formats `engine` runs, which the heartbeat reports."""
         self._settings = settings
         self._engine = engine
+        self._formats = list(formats)
         self._clock = clock
         self._heartbeat_subject = heartbeat_subject
         self._residency = Residency(clock)
@@ -92,6 +95,7 @@ class Worker:
             engine=self._engine.name,
             devices=self._engine.devices(),
             resident=[i.describe() for i in self._residency.instances()],
+            formats=self._formats,
         )
 
     def _touch(self) -> None:
@@ -104,8 +108,10 @@ class Worker:
     # ---- commands
 
     async def load(self, command: LoadCommand) -> CommandResult:
-        if self._residency.get(command.model.digest, command.num_ctx) is not None:
-            return CommandResult(ok=True, state=self.state())
+        if (held := self._residency.get(command.id)) is not None:  # asked again (a new scheduler)
+            same = held.model.digest == command.model.digest and held.num_ctx == command.num_ctx
+            error = None if same else f"instance {command.id} holds another model"
+            return CommandResult(ok=same, error=error, state=self.state())
         found = model_paths(self._settings.models, command.model)
         if found is None:
             log_event(log, "load_refused", level=logging.ERROR, model=command.model.name)
@@ -113,7 +119,7 @@ class Worker:
         weights, files = found
         keep_alive = self._settings.keep_alive if command.keep_alive is None else command.keep_alive
         instance = self._residency.begin_load(
-            command.model, command.num_ctx, command.slots, keep_alive, command.request_id
+            command.id, command.model, command.num_ctx, command.slots, keep_alive, command.request_id
         )
         self._touch()
         spec = LoadSpec(
@@ -127,7 +133,15 @@ class Worker:
             format=command.model.format,  # the engine is chosen by it (engines/formats.py)
             files=files,
         )
-        log_event(log, "loading", model=command.model.name, num_ctx=command.num_ctx, slots=command.slots)
+        log_event(
+            log,
+            "loading",
+            model=command.model.name,
+            instance=command.id,
+            num_ctx=command.num_ctx,
+            slots=command.slots,
+            split=command.split,
+        )
         started = time.perf_counter()
         try:
             loaded = await asyncio.to_thread(self._engine.load, spec, self._steps().put)
@@ -146,7 +160,7 @@ class Worker:
         return CommandResult(ok=True, state=self.state())
 
     async def unload(self, command: UnloadCommand) -> CommandResult:
-        for instance in self._residency.unload_when_idle(command.digest):
+        for instance in self._residency.unload_when_idle(command.digest, command.instance):
             self._close(instance, "unload")
         self._touch()
         return CommandResult(ok=True, state=self.state())
@@ -156,7 +170,12 @@ class Worker:
         if request.id in self._taken:  # sent again (a scheduler took over): it runs once
             log_event(log, "run_again_refused", request=request.id)
             return CommandResult(ok=True, state=self.state())
-        instance = self._residency.get(request.model.digest, command.num_ctx)
+        if command.instance:
+            instance = self._residency.get(command.instance)
+            if instance is not None and instance.model.digest != request.model.digest:
+                instance = None  # a name this worker gave another model: never run it there
+        else:  # an older scheduler names no instance
+            instance = self._residency.find(request.model.digest, command.num_ctx)
         if instance is None or not self._residency.acquire(instance, request.id, request.keep_alive):
             return CommandResult(ok=False, error="no free slot", state=self.state())
         self._taken[request.id] = None
@@ -317,7 +336,7 @@ class Worker:
         self._residency.forget(instance)
         if instance.loaded is not None:
             instance.loaded.close()
-        log_event(log, "unloaded", model=instance.model.name, reason=why)
+        log_event(log, "unloaded", model=instance.model.name, instance=instance.id, reason=why)
         measure.unloads.add(1, self._about(instance.model.name) | {"corral.unload.reason": why})
 
     async def heartbeat_loop(self) -> None:

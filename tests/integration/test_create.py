@@ -91,11 +91,10 @@ def test_create_from_an_uploaded_gguf_with_the_official_client(stack: Stack, tmp
     client.delete("gguf-only")
 
 
-def test_create_from_an_exl2_directory_then_a_cpu_worker_says_it_cannot_run_it(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_create_from_an_exl2_directory_then_no_worker_can_run_it(stack: Stack, tmp_path: Path) -> None:
     """An EXL2 model directory is kept as its files (for a GPU worker's exllamav2); this CPU-only
-    stack lists and shows it, and a chat gets the worker's clear refusal, not a hang."""
+    stack lists and shows it, and a chat is refused at once by the scheduler, which knows from
+    the heartbeats that no worker runs exl2 (no load is tried), not a hang."""
     client = ollama.Client(host=stack.url)
     config = {"model_type": "llama", "num_hidden_layers": 30, "num_attention_heads": 9, "hidden_size": 576,
               "num_key_value_heads": 3, "max_position_embeddings": 8192,
@@ -118,9 +117,9 @@ def test_create_from_an_exl2_directory_then_a_cpu_worker_says_it_cannot_run_it(
     chat = {"model": "gpu-only", "messages": [{"role": "user", "content": "Hi"}]}
     response = httpx.post(f"{stack.url}/api/chat", json=chat, timeout=120)
     assert (response.status_code, response.json()) == (
-        500,
-        {"error": "this worker cannot run exl2 models: exllamav2 is not installed"},
-    )  # a failed load, as Ollama's
+        503,
+        {"error": "no worker can run exl2 models (exllamav2 on a CUDA worker)"},
+    )  # as when no worker is available at all
     client.delete("gpu-only")
 
 

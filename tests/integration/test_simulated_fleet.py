@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import ollama
 import pytest
 
 from corral.tables import processor
@@ -82,6 +83,36 @@ async def test_the_declared_devices_carry_the_loaded_model(simulated: Stack) -> 
     }
 
 
+def test_an_exl2_model_runs_on_a_worker_that_says_it_runs_exl2(simulated: Stack, tmp_path: Path) -> None:
+    """The simulated worker reports every format in its heartbeat, so the scheduler places an EXL2
+    directory on it (a CPU-only llama.cpp worker would be passed over: test_create.py)."""
+    state = asyncio.run(heartbeat(simulated, lambda state: True))
+    assert state.formats == ["gguf", "exl2", "exl3"]
+    client = ollama.Client(host=simulated.url)
+    config = {"model_type": "llama", "num_hidden_layers": 30, "num_attention_heads": 9, "hidden_size": 576,
+              "num_key_value_heads": 3, "max_position_embeddings": 8192,
+              "quantization_config": {"quant_method": "exl2", "bits": 4.0}}  # fmt: skip
+    files = {}
+    for name, data in {
+        "config.json": json.dumps(config).encode(),
+        "output.safetensors": b"\x02" + b"\x00" * 7 + b"{}",
+    }.items():
+        (tmp_path / name).write_bytes(data)
+        files[name] = client.create_blob(tmp_path / name)
+    assert [p.status for p in client.create("exl2-model", files=files, stream=True)][-1] == "success"
+    body = {
+        "model": "exl2-model",
+        "prompt": "Hi",
+        "raw": True,
+        "stream": False,
+        "keep_alive": 0,
+        "options": {"num_predict": 3},
+    }
+    answer = httpx.post(f"{simulated.url}/api/generate", json=body, timeout=60).json()
+    assert (answer["response"], answer["done_reason"]) == (WORD_TEXT.decode() * 3, "length")
+    client.delete("exl2-model")
+
+
 MiB = 1 << 20
 # (case, CORRAL_SIM_DEVICES, other settings, the devices the bundled model is to sit on)
 PLACEMENTS = [
@@ -141,6 +172,44 @@ def test_a_second_worker_takes_a_replica_when_every_slot_is_busy(tmp_path: Path,
         until(lambda: sorted(replies.started_on()) == ["w1", "w2"], what="the second to start on w2")
         assert not first_request.chunks or first_request.chunks[-1].get("done") is not True
         assert first_request.join()[-1]["eval_count"] == second_request.join()[-1]["eval_count"] == 60
+    finally:
+        replies.close()
+        stack.stop()
+
+
+def test_a_second_gpu_of_the_same_worker_takes_a_replica_when_every_slot_is_busy(
+    tmp_path: Path, nats_binary: Path
+) -> None:
+    """One worker with two GPUs, one slot per instance: a request comes while the only instance
+    (on cuda:0) is busy, so a second instance of the model is loaded on cuda:1 of the same worker,
+    both requests run at once, each on its own instance, and /api/ps lists both."""
+    overrides = {
+        "CORRAL_ENGINE": "simulated",
+        "CORRAL_SIM_DEVICES": "cpu:8GiB,cuda:4GiB,cuda:4GiB",
+        "CORRAL_SIM_TOKENS_PER_SECOND": "20",
+        "OLLAMA_NUM_PARALLEL": "1",
+    }
+    stack = Stack(tmp_path, nats_binary, overrides).start()
+    replies = ReplyRecorder(stack.nats_url)
+    try:
+        body = {"model": MODEL, "prompt": "Hi", "options": {"num_predict": 80}}  # 4 s at 20 tokens/s
+        first_request = Background(stack.url, body)
+        until(lambda: replies.started_on() == ["w1"], what="the first request to start")
+        second_request = Background(stack.url, body)
+        until(lambda: replies.started_on() == ["w1", "w1"], what="the second to start on the same worker")
+        assert not first_request.chunks or first_request.chunks[-1].get("done") is not True
+
+        def both_busy(state: WorkerState) -> bool:
+            return len(state.resident) == 2 and all(m.busy == 1 for m in state.resident)
+
+        state = asyncio.run(heartbeat(stack, both_busy))
+        assert sorted(tuple(m.placement) for m in state.resident) == [("cuda:0",), ("cuda:1",)]
+        assert len({m.instance for m in state.resident}) == 2
+        free = {d.id: d.free_memory for d in state.devices}
+        assert free["cuda:0"] == free["cuda:1"] < 4 * GiB  # the same model on each GPU
+        ps = httpx.get(f"{stack.url}/api/ps", timeout=30).json()["models"]
+        assert [(m["name"], m["size_vram"] == m["size"]) for m in ps] == [(MODEL, True), (MODEL, True)]
+        assert first_request.join()[-1]["eval_count"] == second_request.join()[-1]["eval_count"] == 80
     finally:
         replies.close()
         stack.stop()

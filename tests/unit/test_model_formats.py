@@ -13,12 +13,20 @@ from pydantic import ValidationError
 
 from services.config import load_settings
 from services.protocol import Device, ModelRef, ResolveResult
-from services.protocol.messages import ModelFile
+from services.protocol.messages import ModelFile, WorkerState
 from services.registry.describe import resolve
 from services.registry.names import parse_name
 from services.registry.store import FILE_MEDIA_TYPE, ModelStore, file_set_digest
 from services.worker.engines.base import EngineError, LoadSpec
-from services.worker.engines.formats import FormatEngines, engine_for, gpu_only_split, offer, unusable
+from services.worker.engines.formats import (
+    FormatEngines,
+    engine_for,
+    formats_run,
+    gpu_only_split,
+    offer,
+    unusable,
+)
+from services.worker.engines.simulated import SimulatedEngine
 from services.worker.service import select_engine
 from services.worker.worker import model_paths
 
@@ -105,6 +113,32 @@ def test_a_setting_that_cannot_start_says_why(
     assert unusable(setting, offer(setting, installed, cuda)) == problem
 
 
+@pytest.mark.parametrize(
+    ("setting", "installed", "cuda", "formats"),
+    [
+        pytest.param("auto", ALL, True, ("gguf", "exl2", "exl3"), id="every-engine"),
+        pytest.param("auto", ONLY_LLAMA, True, ("gguf",), id="only-llama-installed"),
+        pytest.param("auto", ALL, False, ("gguf",), id="no-cuda-device"),
+        pytest.param("exllamav3", ALL, True, ("exl3",), id="pinned-to-exllamav3"),
+        pytest.param("auto", dict.fromkeys(ALL, False), False, (), id="nothing"),
+    ],
+)
+def test_the_formats_a_worker_reports_are_those_of_its_engines(
+    setting: str, installed: dict[str, bool], cuda: bool, formats: tuple[str, ...]
+) -> None:
+    assert formats_run(offer(setting, installed, cuda)) == formats
+
+
+def test_a_heartbeat_that_names_no_formats_means_gguf_only() -> None:
+    """An older worker's heartbeat: the scheduler places only GGUF models on it."""
+    old = WorkerState.model_validate({"worker_id": "w1", "seq": 1, "engine": "llamacpp", "devices": []})
+    assert old.formats == ["gguf"]
+
+
+def test_the_simulated_engine_runs_every_format() -> None:
+    assert SimulatedEngine.formats == ("gguf", "exl2", "exl3")
+
+
 def test_a_worker_pinned_to_a_missing_engine_does_not_start() -> None:
     with pytest.raises(SystemExit, match="exllamav3 is not installed"):
         select_engine(load_settings({"CORRAL_ENGINE": "exllamav3"}))
@@ -129,7 +163,7 @@ def test_loads_go_to_the_engine_of_their_format_and_devices_are_listed_once() ->
     engines = FormatEngines(
         {"llamacpp": llama, "exllamav2": exl2}, offer("auto", ONLY_LLAMA | {"exllamav2": True}, True)
     )
-    assert engines.name == "llamacpp+exllamav2"
+    assert (engines.name, engines.formats) == ("llamacpp+exllamav2", ("gguf", "exl2"))
     assert [d.id for d in engines.devices()] == ["cpu", "cuda:0"]
     engines.load(LoadSpec(path=Path("x"), num_ctx=8, slots=1, format="exl2"), print)
     engines.load(LoadSpec(path=Path("x"), num_ctx=8, slots=1), print)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.protocol.messages import instance_id
 from services.scheduler.placement import (
     GPU_RESERVE,
     Decision,
@@ -11,10 +12,12 @@ from services.scheduler.placement import (
     Instance,
     Load,
     Policy,
+    Refuse,
     Room,
     Wait,
     Want,
     Worker,
+    drain,
     place,
 )
 
@@ -23,6 +26,12 @@ A, B, C = "sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64
 WANT_A = Want(A, 2048, 100_000_000)
 AUTOMATIC_A = Want(A, 2048, 100_000_000, exact=False)  # num_ctx from OLLAMA_CONTEXT_LENGTH
 CPU_ONLY = (("cpu", WANT_A.need),)
+EXL2_A = Want(A, 2048, 8 * GB, format="exl2")
+GPU_A = Want(A, 2048, 8 * GB)
+ON_GPU_0 = (("cuda:0", 8 * GB),)
+A1, A2 = instance_id(A, 2048), instance_id(A, 2048, 2)  # a worker's first and second instance of A
+B1, C1 = instance_id(B, 2048), instance_id(C, 2048)
+GPU_WORKERS = frozenset({"gguf", "exl2", "exl3"})  # what a worker with exllamav2 and v3 runs
 
 
 def inst(
@@ -35,38 +44,69 @@ def inst(
     size: int = GB,
     keep_alive: float = 300.0,
     on: tuple[tuple[str, int], ...] = (),
+    id: str = "",
 ) -> Instance:
-    return Instance(digest, num_ctx, slots, busy, loading, size, keep_alive, on)
+    return Instance(digest, num_ctx, slots, busy, loading, size, keep_alive, on, id=id)
 
 
-def cpu(worker: str, memory: int, *instances: Instance, max_loaded: int = 3) -> Worker:
-    """A worker without GPUs."""
-    return Worker.of(worker, (Room("cpu", memory),), instances, max_loaded)
+def cpu(
+    worker: str, memory: int, *instances: Instance, max_loaded: int = 3, formats: frozenset[str] | None = None
+) -> Worker:
+    """A worker without GPUs (running GGUF only, unless `formats` says more)."""
+    return Worker.of(
+        worker, (Room("cpu", memory),), instances, max_loaded, formats=formats or frozenset({"gguf"})
+    )
 
 
 def gpus(
-    worker: str, ram: int, *vram: int, instances: tuple[Instance, ...] = (), policy: Policy | None = None
+    worker: str,
+    ram: int,
+    *vram: int,
+    instances: tuple[Instance, ...] = (),
+    policy: Policy | None = None,
+    formats: frozenset[str] = GPU_WORKERS,
 ) -> Worker:
     """A worker with system memory `ram` and one GPU per `vram` (free bytes, the reserve included)."""
     rooms = (Room("cpu", ram), *(Room(f"cuda:{i}", GPU_RESERVE + v) for i, v in enumerate(vram)))
-    return Worker.of(worker, rooms, instances, policy=policy)
+    return Worker.of(worker, rooms, instances, policy=policy, formats=formats)
+
+
+def busy_on(*devices: str, busy: int = 1, loading: bool = False, id: str = "") -> Instance:
+    """An instance of A (8 GB) whose one slot is busy, held on `devices` in equal parts."""
+    part = 8 * GB // len(devices)
+    return inst(busy=busy, loading=loading, size=8 * GB, on=tuple((d, part) for d in devices), id=id)
 
 
 CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
-    ("resident-free-slot", [cpu("w1", GB, inst())], WANT_A, Policy(), Dispatch("w1", 2048)),
+    ("resident-free-slot", [cpu("w1", GB, inst())], WANT_A, Policy(), Dispatch("w1", 2048, A1)),
     (
         "most-free-slots-wins",
         [cpu("w1", GB, inst(slots=4, busy=3)), cpu("w2", GB, inst(slots=4, busy=1))],
         WANT_A,
         Policy(),
-        Dispatch("w2", 2048),
+        Dispatch("w2", 2048, A1),
     ),
     (
         "tie-broken-by-id",
         [cpu("w2", GB, inst()), cpu("w1", GB, inst())],
         WANT_A,
         Policy(),
-        Dispatch("w1", 2048),
+        Dispatch("w1", 2048, A1),
+    ),
+    (
+        "the-instance-with-a-free-slot-of-two-on-one-worker",
+        [
+            gpus(
+                "w1",
+                64 * GB,
+                24 * GB,
+                24 * GB,
+                instances=(busy_on("cuda:0"), busy_on("cuda:1", busy=0, id=A2)),
+            )
+        ],
+        WANT_A,
+        Policy(),
+        Dispatch("w1", 2048, A2),
     ),
     (
         "all-busy-loads-a-replica-on-another-worker",
@@ -116,14 +156,14 @@ CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
         [cpu("w1", 10 * GB, inst(num_ctx=8192))],
         AUTOMATIC_A,
         Policy(),
-        Dispatch("w1", 8192),
+        Dispatch("w1", 8192, instance_id(A, 8192)),
     ),
     (
         "the-smallest-context-that-serves-first",
         [cpu("w1", 10 * GB, inst(num_ctx=8192), inst(num_ctx=4096))],
         AUTOMATIC_A,
         Policy(),
-        Dispatch("w1", 4096),
+        Dispatch("w1", 4096, instance_id(A, 4096)),
     ),
     (
         "a-context-asked-for-gets-its-own-instance",
@@ -153,21 +193,21 @@ CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
         [cpu("w1", 10 * GB, inst(B, keep_alive=600.0), inst(C, keep_alive=60.0), max_loaded=2)],
         WANT_A,
         Policy(),
-        Load("w1", (C,), CPU_ONLY),
+        Load("w1", (C1,), CPU_ONLY),
     ),
     (
         "kept-forever-is-evicted-last",
         [cpu("w1", 10 * GB, inst(B, keep_alive=-1.0), inst(C, keep_alive=3600.0), max_loaded=2)],
         WANT_A,
         Policy(),
-        Load("w1", (C,), CPU_ONLY),
+        Load("w1", (C1,), CPU_ONLY),
     ),
     (
         "memory-evicts-until-fit-equal-keep-alive-by-digest",
         [cpu("w1", 0, inst(B, size=GB // 20), inst(C, size=GB))],
         WANT_A,
         Policy(),
-        Load("w1", (B, C), CPU_ONLY),
+        Load("w1", (B1, C1), CPU_ONLY),
     ),
     (
         "busy-models-are-never-evicted",
@@ -217,7 +257,7 @@ CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
         [gpus("w1", 64 * GB, 20 * GB, instances=(inst(B, size=4 * GB, on=(("cuda:0", 4 * GB),)),))],
         Want(A, 2048, 22 * GB),
         Policy(),
-        Load("w1", (B,), (("cuda:0", 22 * GB),)),
+        Load("w1", (B1,), (("cuda:0", 22 * GB),)),
     ),
     (
         "a-whole-gpu-fit-beats-system-memory",
@@ -226,6 +266,137 @@ CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
         Policy(),
         Load("w2", (), (("cuda:0", 10 * GB),)),
     ),
+    # Replicas on another GPU of the same worker (GPU_A: 8 GB, as much as each instance holds)
+    (
+        "a-replica-on-another-gpu-of-the-same-worker",
+        [gpus("w1", 64 * GB, 16 * GB, 24 * GB, instances=(busy_on("cuda:0"),))],
+        GPU_A,
+        Policy(),
+        Load("w1", (), (("cuda:1", 8 * GB),)),
+    ),
+    (
+        "a-replica-never-shares-a-gpu-with-its-model",
+        [gpus("w1", 64 * GB, 16 * GB, instances=(busy_on("cuda:0"),))],
+        GPU_A,
+        Policy(),
+        Wait("all slots busy"),
+    ),
+    (
+        "a-replica-beside-its-model-never-goes-to-system-memory",
+        [gpus("w1", 64 * GB, 16 * GB, 4 * GB, instances=(busy_on("cuda:0"),))],
+        GPU_A,
+        Policy(),
+        Wait("all slots busy"),
+    ),
+    (
+        "a-replica-spreads-over-the-other-gpus",
+        [gpus("w1", 64 * GB, 16 * GB, 6 * GB, 6 * GB, instances=(busy_on("cuda:0"),))],
+        GPU_A,
+        Policy(),
+        Load("w1", (), (("cuda:1", 4 * GB), ("cuda:2", 4 * GB))),
+    ),
+    (
+        "a-free-gpu-of-the-same-worker-beats-system-memory-elsewhere",
+        [gpus("w1", 0, 16 * GB, 24 * GB, instances=(busy_on("cuda:0"),)), cpu("w2", 256 * GB)],
+        GPU_A,
+        Policy(),
+        Load("w1", (), (("cuda:1", 8 * GB),)),
+    ),
+    (
+        "a-third-instance-on-a-third-gpu",
+        [
+            gpus(
+                "w1",
+                64 * GB,
+                16 * GB,
+                16 * GB,
+                24 * GB,
+                instances=(busy_on("cuda:0"), busy_on("cuda:1", id=A2)),
+            )
+        ],
+        GPU_A,
+        Policy(),
+        Load("w1", (), (("cuda:2", 8 * GB),)),
+    ),
+    (
+        "max-replicas-counts-the-instances-on-one-worker",
+        [
+            gpus(
+                "w1",
+                64 * GB,
+                16 * GB,
+                16 * GB,
+                24 * GB,
+                instances=(busy_on("cuda:0"), busy_on("cuda:1", id=A2)),
+            )
+        ],
+        GPU_A,
+        Policy(max_replicas=2),
+        Wait("all slots busy"),
+    ),
+    (
+        "one-replica-loads-at-a-time-on-one-worker",
+        [
+            gpus(
+                "w1",
+                64 * GB,
+                16 * GB,
+                16 * GB,
+                24 * GB,
+                instances=(busy_on("cuda:0"), busy_on("cuda:1", busy=0, loading=True, id=A2)),
+            )
+        ],
+        GPU_A,
+        Policy(),
+        Wait("model loading"),
+    ),
+    (
+        "no-second-instance-on-an-older-worker",
+        [Worker.of("w1", gpus("w1", 64 * GB, 16 * GB, 24 * GB).devices, (busy_on("cuda:0"),), named=False)],
+        GPU_A,
+        Policy(),
+        Wait("all slots busy"),
+    ),
+    # Formats: only a worker that runs the model's format takes it
+    (
+        "a-worker-that-cannot-run-the-format-is-passed-over",
+        [cpu("w1", 256 * GB), gpus("w2", 8 * GB, 12 * GB)],
+        EXL2_A,
+        Policy(),
+        Load("w2", (), ON_GPU_0),
+    ),
+    (
+        "no-live-worker-runs-the-format-it-is-refused",
+        [cpu("w1", 256 * GB), cpu("w2", 256 * GB)],
+        EXL2_A,
+        Policy(),
+        Refuse("no worker can run exl2 models (exllamav2 on a CUDA worker)"),
+    ),
+    (
+        "an-older-heartbeat-runs-gguf-only",
+        [Worker.of("w1", (Room("cpu", 256 * GB),))],
+        Want(A, 2048, GB, format="exl3"),
+        Policy(),
+        Refuse("no worker can run exl3 models (exllamav3 on a CUDA worker)"),
+    ),
+    (
+        "gguf-is-refused-by-a-fleet-without-llama-cpp",
+        [gpus("w1", 8 * GB, 12 * GB, formats=frozenset({"exl2"}))],
+        WANT_A,
+        Policy(),
+        Refuse("no worker can run gguf models (llama.cpp)"),
+    ),
+    (
+        "a-worker-that-runs-it-but-has-no-room-it-waits",
+        [
+            cpu("w1", 256 * GB),
+            gpus("w2", 0, 4 * GB, instances=(inst(B, busy=1, size=8 * GB, on=(("cuda:0", 8 * GB),)),)),
+        ],
+        EXL2_A,
+        Policy(),
+        Wait("no worker has room"),
+    ),
+    ("no-worker-yet-it-waits-for-one", [], EXL2_A, Policy(), Wait("no worker has room")),
 ]
 
 
@@ -234,3 +405,10 @@ CASES: list[tuple[str, list[Worker], Want, Policy, Decision]] = [
 )
 def test_place(workers: list[Worker], want: Want, policy: Policy, decision: Decision) -> None:
     assert place(workers, want, policy) == decision
+
+
+def test_a_drain_is_planned_only_on_a_worker_that_runs_the_format() -> None:
+    full = inst(B, busy=1, size=8 * GB, on=(("cuda:0", 8 * GB),))
+    workers = [cpu("w1", 0, inst(B, busy=1, size=10 * GB)), gpus("w2", 0, 0, instances=(full,))]
+    assert drain(workers, EXL2_A) == ("w2", (B1,))
+    assert drain(workers[:1], EXL2_A) is None

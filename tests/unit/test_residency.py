@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.protocol import ModelRef
+from services.protocol.messages import instance_id
 from services.worker.residency import FIRST_RUN_WAIT, Residency, expiry
 
 
@@ -15,18 +16,20 @@ class Clock:
 
 
 class Model:
-    size, size_vram = 10, 0
+    def __init__(self) -> None:
+        self.size, self.size_vram, self.placement = 10, 0, {"cpu": 10}
 
     def close(self) -> None:
         pass
 
 
 MODEL = ModelRef(name="m:1", full_name="registry.ollama.ai/library/m:1", digest="sha256:" + "a" * 64, size=10)
+FIRST, SECOND = instance_id(MODEL.digest, 2048), instance_id(MODEL.digest, 2048, 2)
 
 
 def loaded(clock: Clock, keep_alive: float, slots: int = 1):  # type: ignore[no-untyped-def]
     residency = Residency(clock)
-    instance = residency.begin_load(MODEL, 2048, slots, keep_alive)
+    instance = residency.begin_load(FIRST, MODEL, 2048, slots, keep_alive)
     residency.finish_load(instance, Model())  # type: ignore[arg-type]
     return residency, instance
 
@@ -77,7 +80,7 @@ def test_slots_limit_and_unload_when_idle() -> None:
 
 def loaded_for(clock: Clock, keep_alive: float, request_id: str):  # type: ignore[no-untyped-def]
     residency = Residency(clock)
-    instance = residency.begin_load(MODEL, 2048, 1, keep_alive, for_request=request_id)
+    instance = residency.begin_load(FIRST, MODEL, 2048, 1, keep_alive, for_request=request_id)
     residency.finish_load(instance, Model())  # type: ignore[arg-type]
     return residency, instance
 
@@ -117,3 +120,30 @@ def test_a_longer_keep_alive_is_not_shortened_and_forever_stays_forever() -> Non
     assert instance.expires_at == clock.now + 600
     _, forever = loaded_for(clock, keep_alive=-1, request_id="r1")
     assert forever.expires_at is None
+
+
+def test_two_instances_of_one_model_are_held_apart_by_their_ids() -> None:
+    """A replica on another GPU of the same worker: same weights and context, its own slots."""
+    clock = Clock()
+    residency, first = loaded(clock, keep_alive=300)
+    second = residency.begin_load(SECOND, MODEL, 2048, 1, 300)
+    assert residency.find(MODEL.digest, 2048) is first  # the loading one has no slot yet
+    residency.finish_load(second, Model())  # type: ignore[arg-type]
+    assert (residency.get(FIRST), residency.get(SECOND)) == (first, second)
+    assert [m.instance for m in (first.describe(), second.describe())] == [FIRST, SECOND]
+    assert residency.acquire(first, "r1", None)
+    assert residency.find(MODEL.digest, 2048) is second  # a run that names no instance: a free one
+    assert residency.acquire(second, "r2", None)
+    assert (residency.running("r1"), residency.running("r2")) == (first, second)
+
+
+def test_an_unload_naming_an_instance_leaves_the_other() -> None:
+    clock = Clock()
+    residency, first = loaded(clock, keep_alive=300)
+    second = residency.begin_load(SECOND, MODEL, 2048, 1, 300)
+    residency.finish_load(second, Model())  # type: ignore[arg-type]
+    assert residency.unload_when_idle(MODEL.digest, SECOND) == [second]
+    assert first.keep_alive == 300 and second.keep_alive == 0
+    residency.forget(second)
+    assert residency.instances() == [first]
+    assert residency.unload_when_idle(MODEL.digest) == [first]  # no instance named: every one

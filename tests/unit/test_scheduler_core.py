@@ -25,9 +25,10 @@ from services.protocol import (
     Options,
     ResidentModel,
     RunCommand,
+    UnloadCommand,
     WorkerState,
 )
-from services.protocol.messages import ErrorCode
+from services.protocol.messages import ErrorCode, ModelFile, instance_id
 from services.scheduler.core import (
     NO_WORKER,
     NO_WORKER_WAIT,
@@ -56,12 +57,24 @@ from services.scheduler.service import SchedulerShell
 
 GB = 1_000_000_000
 A, B, C = "sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64
+X = "sha256:" + "e" * 64  # an EXL2 model: a directory of files, for a GPU worker's exllamav2
 MODELS = {
     digest: ModelRef(
         name=f"{name}:1", full_name=f"registry.ollama.ai/library/{name}:1", digest=digest, size=10**8
     )
     for digest, name in ((A, "a"), (B, "b"), (C, "c"))
 }
+MODELS[X] = ModelRef(
+    name="x:1",
+    full_name="registry.ollama.ai/library/x:1",
+    digest=X,
+    size=10**8,
+    format="exl2",
+    files=[ModelFile(name="config.json", digest="sha256:" + "f" * 64)],
+)
+NEED = estimate(10**8, None, 2048, 1).total  # what each model here needs at the default context
+A1, A2 = instance_id(A, 2048), instance_id(A, 2048, 2)  # a worker's first and second instance of A
+GPU_FORMATS = ["gguf", "exl2", "exl3"]  # a worker with llama.cpp and both exllamas
 CONTEXT = 2048  # OLLAMA_CONTEXT_LENGTH
 STALE = 10.0  # a worker silent this long is gone
 MAX_LOADED = 2
@@ -128,10 +141,15 @@ def res(
     num_ctx: int = CONTEXT,
     expires: float | None = None,
     keep_alive: float = 300.0,
+    on: str = "",
+    instance: str = "",
 ) -> ResidentModel:
+    """An instance a worker holds (in system memory, unless `on` names its one GPU); `instance`:
+    its id, "" as an older worker reports it."""
     model = MODELS[digest]
     return ResidentModel(
         name=model.name,
+        instance=instance,
         digest=digest,
         num_ctx=num_ctx,
         size=model.size,
@@ -139,21 +157,37 @@ def res(
         busy=busy,
         keep_alive=keep_alive,
         expires_at=expires,
+        placement={on: NEED} if on else {},
     )
 
 
-def state(worker: str, *resident: ResidentModel, memory: int = 8 * GB) -> WorkerState:
+def state(
+    worker: str,
+    *resident: ResidentModel,
+    memory: int = 8 * GB,
+    gpus: int = 0,
+    formats: list[str] | None = None,
+) -> WorkerState:
+    """A worker with `memory` free in system memory and on each of `gpus` GPUs (less what its
+    resident instances hold there); `formats` None: a heartbeat that does not say (GGUF only)."""
+    devices = [Device(id="cpu", kind="cpu", free_memory=memory)]
+    for index in range(gpus):
+        held = sum(m.placement.get(f"cuda:{index}", 0) for m in resident)
+        devices.append(Device(id=f"cuda:{index}", kind="cuda", free_memory=memory - held))
+    extra = {} if formats is None else {"formats": formats}
     return WorkerState(
-        worker_id=worker,
-        seq=next(_seq),
-        engine="llamacpp",
-        devices=[Device(id="cpu", kind="cpu", free_memory=memory)],
-        resident=list(resident),
+        worker_id=worker, seq=next(_seq), engine="llamacpp", devices=devices, resident=list(resident), **extra
     )
 
 
-def beat(worker: str, *resident: ResidentModel, memory: int = 8 * GB) -> Heartbeat:
-    return Heartbeat(state(worker, *resident, memory=memory))
+def beat(
+    worker: str,
+    *resident: ResidentModel,
+    memory: int = 8 * GB,
+    gpus: int = 0,
+    formats: list[str] | None = None,
+) -> Heartbeat:
+    return Heartbeat(state(worker, *resident, memory=memory, gpus=gpus, formats=formats))
 
 
 def ran(
@@ -169,8 +203,10 @@ def loaded(
     *,
     error: str | None = None,
     after: WorkerState | None = None,
+    instance: str = "",
 ) -> LoadAnswered:
-    return LoadAnswered(worker, digest, num_ctx, CommandResult(ok=error is None, error=error, state=after))
+    result = CommandResult(ok=error is None, error=error, state=after)
+    return LoadAnswered(worker, instance or instance_id(digest, num_ctx), digest, num_ctx, result)
 
 
 def gone_run(rid: str, worker: str) -> RunAnswered:
@@ -185,7 +221,8 @@ def unanswered(rid: str, worker: str = "w1") -> RunAnswered:
 
 
 def gone_load(worker: str, digest: str = A, num_ctx: int = CONTEXT) -> LoadAnswered:
-    return LoadAnswered(worker, digest, num_ctx, CommandResult(ok=False, error="gone"), gone=True)
+    result = CommandResult(ok=False, error="gone")
+    return LoadAnswered(worker, instance_id(digest, num_ctx), digest, num_ctx, result, gone=True)
 
 
 def cancel(rid: str) -> Cancelled:
@@ -195,17 +232,48 @@ def cancel(rid: str) -> Cancelled:
 # ---- commands
 
 
-def run(worker: str, rid: str, digest: str = A, *, num_ctx: int | None = None) -> Run:
-    return Run(worker, rid, RunCommand(request=req(rid, digest, num_ctx=num_ctx), num_ctx=num_ctx or CONTEXT))
+def run(
+    worker: str,
+    rid: str,
+    digest: str = A,
+    *,
+    num_ctx: int | None = None,
+    ran_on: int | None = None,
+    instance: str = "",
+) -> Run:
+    """The run of request `rid` (asking for `num_ctx`) on the instance of `ran_on` tokens (the
+    request's own context when None) named `instance` (the first of it when "")."""
+    ctx = ran_on or num_ctx or CONTEXT
+    command = RunCommand(
+        request=req(rid, digest, num_ctx=num_ctx), num_ctx=ctx, instance=instance or instance_id(digest, ctx)
+    )
+    return Run(worker, rid, command)
 
 
 def load(
-    worker: str, rid: str, digest: str = A, *, num_ctx: int | None = None, evict: tuple[str, ...] = ()
+    worker: str,
+    rid: str,
+    digest: str = A,
+    *,
+    num_ctx: int | None = None,
+    evict: tuple[str, ...] = (),
+    on: str = "cpu",
+    instance: str = "",
 ) -> Load:
+    """The load of `digest` for request `rid`, wholly on device `on`, after unloading the first
+    instance of each of `evict`."""
     model, ctx = MODELS[digest], num_ctx or CONTEXT
-    split = {"cpu": estimate(model.size, model.shape, ctx, 1).total}  # CPU-only workers here
-    command = LoadCommand(model=model, num_ctx=ctx, slots=1, request_id=rid, split=split)
-    return Load(worker, command, evict)
+    split = {on: estimate(model.size, model.shape, ctx, 1).total}
+    command = LoadCommand(
+        model=model,
+        num_ctx=ctx,
+        slots=1,
+        request_id=rid,
+        split=split,
+        instance=instance or instance_id(digest, ctx),
+    )
+    unloads = tuple(UnloadCommand(digest=d, instance=instance_id(d, CONTEXT)) for d in evict)
+    return Load(worker, command, unloads)
 
 
 def fail(rid: str, error: str, code: ErrorCode) -> list[Command]:
@@ -377,9 +445,9 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         "a-larger-context-serves-an-automatic-one-and-frees-that-slot",
         [
             (beat("w1", res(A, num_ctx=8192)), []),
-            (arrive("r1"), [Run("w1", "r1", RunCommand(request=req("r1"), num_ctx=8192))]),
+            (arrive("r1"), [run("w1", "r1", ran_on=8192)]),
             (ran("r1", after=state("w1", res(A, num_ctx=8192))), [Ack("r1")]),
-            (arrive("r2"), [Run("w1", "r2", RunCommand(request=req("r2"), num_ctx=8192))]),
+            (arrive("r2"), [run("w1", "r2", ran_on=8192)]),
         ],
         1,
     ),
@@ -618,6 +686,113 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         ],
         0,
     ),
+    # Replicas: a second instance of a model on another GPU of the same worker
+    (
+        "a-replica-on-the-second-gpu-of-the-same-worker-then-both-serve",
+        [  # a worker that names its instances (an older one gets no second: test_placement)
+            (beat("w1", res(A, on="cuda:0", instance=A1), gpus=2), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (ran("r1", after=state("w1", res(A, busy=1, on="cuda:0", instance=A1), gpus=2)), [Ack("r1")]),
+            (arrive("r2"), [load("w1", "r2", on="cuda:1", instance=A2)]),  # A1 is busy, cuda:1 free
+            (arrive("r3"), []),  # one replica loads at a time
+            (
+                loaded(
+                    "w1",
+                    instance=A2,
+                    after=state(
+                        "w1",
+                        res(A, busy=1, on="cuda:0", instance=A1),
+                        res(A, on="cuda:1", instance=A2),
+                        gpus=2,
+                    ),
+                ),
+                [run("w1", "r2", instance=A2)],
+            ),
+            (
+                ran(
+                    "r2",
+                    after=state(
+                        "w1",
+                        res(A, busy=1, on="cuda:0", instance=A1),
+                        res(A, busy=1, on="cuda:1", instance=A2),
+                        gpus=2,
+                    ),
+                ),
+                [Ack("r2")],
+            ),
+            (
+                beat(
+                    "w1", res(A, on="cuda:0", instance=A1), res(A, busy=1, on="cuda:1", instance=A2), gpus=2
+                ),
+                [run("w1", "r3", instance=A1)],  # the first instance is free again
+            ),
+        ],
+        1,
+    ),
+    (
+        "an-older-worker-that-names-no-instance-gets-no-second",
+        [
+            (beat("w1", res(A, busy=1, on="cuda:0"), gpus=2), []),
+            (arrive("r1"), []),  # cuda:1 is free, but it would answer "loaded" and hold one
+        ],
+        1,
+    ),
+    (
+        "a-reserved-slot-is-held-on-the-instance-it-was-taken-on",
+        [
+            (beat("w1", res(A, on="cuda:0", instance=A1), res(A, on="cuda:1", instance=A2), gpus=2), []),
+            (arrive("r1"), [run("w1", "r1", instance=A1)]),
+            (arrive("r2"), [run("w1", "r2", instance=A2)]),
+            (arrive("r3"), []),  # both slots taken, no third GPU
+        ],
+        3,
+    ),
+    (
+        "the-loaded-model-limit-counts-every-instance-on-a-worker",
+        [
+            (beat("w1", res(A, busy=1, on="cuda:0"), res(A, busy=1, on="cuda:1", instance=A2), gpus=3), []),
+            (arrive("r1"), []),  # cuda:2 is free, but w1 holds MAX_LOADED instances
+        ],
+        1,
+    ),
+    (
+        "an-instance-unloaded-in-the-middle-leaves-its-id-for-the-next",
+        [
+            (beat("w1", res(A, busy=1, on="cuda:1", instance=A2), gpus=2), []),
+            (arrive("r1"), [load("w1", "r1", on="cuda:0", instance=A1)]),
+        ],
+        1,
+    ),
+    # Formats: a model goes only to a worker that runs its format
+    (
+        "a-format-no-live-worker-runs-fails-at-once",
+        [
+            (beat("w1"), []),  # an older heartbeat: GGUF only
+            (beat("w2", formats=["gguf"]), []),
+            (
+                arrive("r1", X),
+                fail("r1", "no worker can run exl2 models (exllamav2 on a CUDA worker)", "unavailable"),
+            ),
+        ],
+        0,
+    ),
+    (
+        "a-model-goes-to-the-worker-that-runs-its-format",
+        [
+            (beat("w1", memory=64 * GB), []),  # the roomiest, but GGUF only
+            (beat("w2", gpus=1, formats=GPU_FORMATS), []),
+            (arrive("r1", X), [load("w2", "r1", X, on="cuda:0")]),
+        ],
+        1,
+    ),
+    (
+        "a-format-waits-for-a-worker-while-none-is-alive",
+        [
+            (arrive("r1", X), []),
+            (beat("w1", gpus=1, formats=GPU_FORMATS), [load("w1", "r1", X, on="cuda:0")]),
+        ],
+        1,
+    ),
     (
         "leading-again-places-what-arrives",
         [
@@ -733,8 +908,8 @@ class FakeTransport:
         self._log.append(f"load {worker_id} {command.request_id}")
         return CommandResult(ok=True, state=state(worker_id, res(command.model.digest)))
 
-    async def unload(self, worker_id: str, digest: str) -> CommandResult:
-        self._log.append(f"unload {worker_id} {digest[7:8]}")
+    async def unload(self, worker_id: str, command: UnloadCommand) -> CommandResult:
+        self._log.append(f"unload {worker_id} {command.digest[7:8]}")
         return CommandResult(ok=True)
 
     async def reply(self, subject: str, event: Done | Failed) -> None:

@@ -140,6 +140,31 @@ def test_a_load_occupies_the_roomiest_gpu_until_it_closes(
     assert {d.id: d.free_memory for d in engine.devices()}["cuda:1"] == 6 * GiB
 
 
+def test_two_instances_of_one_model_hold_each_its_own_gpu_and_run_apart(
+    weights: Path, models: list[SimulatedModel]
+) -> None:
+    """A replica on the second GPU of one worker: the same file loaded twice, each as placement
+    split it, each with its own slots (both run a job at once)."""
+    engine = SimulatedEngine((("cpu", 8 * GiB), ("cuda", 4 * GiB), ("cuda", 4 * GiB)), 0)
+    recorder = Recorder()
+    instances = []
+    for device in ("cuda:0", "cuda:1"):
+        spec = LoadSpec(path=weights, num_ctx=64, slots=1, split={device: GiB})
+        instances.append(engine.load(spec, recorder))
+        models.append(instances[-1])
+    assert [m.placement for m in instances] == [{"cuda:0": GiB}, {"cuda:1": GiB}]
+    assert {d.id: d.free_memory for d in engine.devices()} == {
+        "cpu": 8 * GiB,
+        "cuda:0": 3 * GiB,
+        "cuda:1": 3 * GiB,
+    }
+    instances[0].submit(job("first"))
+    instances[1].submit(job("second"))
+    recorder.wait_finished("first", "second")
+    with pytest.raises(EngineError, match="cuda:1 has 3221225472 bytes free"):
+        engine.load(LoadSpec(path=weights, num_ctx=64, slots=1, split={"cuda:1": 4 * GiB}), recorder)
+
+
 def test_a_load_too_big_for_every_device_together_is_refused(weights: Path) -> None:
     engine = SimulatedEngine((("cpu", 1000), ("cuda", 1000)), 0)
     with pytest.raises(EngineError, match="not enough memory"):

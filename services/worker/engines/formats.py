@@ -4,21 +4,22 @@ A GGUF model runs on llama.cpp; an EXL2 directory on exllamav2 (which also loads
 checkpoints); an EXL3 directory on exllamav3. `offer` decides, from CORRAL_ENGINE, what is
 installed and whether the host has a CUDA device, which engines this worker runs and, for the
 others, why not; a load of a format whose engine is not offered is refused with that reason
-("this worker cannot run exl2 models: exllamav2 is not installed"). The scheduler does not yet
-know which formats a worker runs (a heartbeat does not say), so such a model can be placed on a
-worker that refuses it: the refusal is the load's error.
+("this worker cannot run exl2 models: exllamav2 is not installed"). The worker's heartbeat says
+which formats it runs (`formats_run`), and the scheduler places a model only on a worker that runs
+its format, so that refusal is a last guard (a load from an older scheduler).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from services.protocol import Device
+from services.protocol.messages import MODEL_FORMATS, ModelFormat
 from services.worker.engines.base import Engine, EngineError, LoadedModel, LoadSpec, OnSteps
 
-FORMAT_ENGINE = {"gguf": "llamacpp", "exl2": "exllamav2", "exl3": "exllamav3"}
+FORMAT_ENGINE: dict[str, str] = {"gguf": "llamacpp", "exl2": "exllamav2", "exl3": "exllamav3"}
 GPU_ONLY = frozenset({"exllamav2", "exllamav3"})  # CUDA only: no CPU fallback in either library
 MODULES = {"llamacpp": "llama_cpp", "exllamav2": "exllamav2", "exllamav3": "exllamav3"}  # import names
 
@@ -49,6 +50,11 @@ def unusable(setting: str, offered: Mapping[str, str | None]) -> str | None:
     return None if reason is None else f"CORRAL_ENGINE={setting}: {reason}"
 
 
+def formats_run(offered: Mapping[str, str | None]) -> tuple[ModelFormat, ...]:
+    """The model formats whose engine this worker runs, as its heartbeat reports them."""
+    return tuple(f for f in MODEL_FORMATS if offered.get(FORMAT_ENGINE[f], "not offered") is None)
+
+
 def engine_for(format: str, offered: Mapping[str, str | None]) -> str:
     """The engine that runs `format` here; EngineError with the reason when none does."""
     engine = FORMAT_ENGINE.get(format)
@@ -58,6 +64,12 @@ def engine_for(format: str, offered: Mapping[str, str | None]) -> str:
     if reason is not None:
         raise EngineError(f"this worker cannot run {format} models: {reason}")
     return engine
+
+
+class ServingEngine(Engine, Protocol):
+    """The engine a worker serves with, and the model formats it runs (its heartbeat says)."""
+
+    formats: tuple[ModelFormat, ...]
 
 
 def installed_engines() -> dict[str, bool]:
@@ -73,6 +85,7 @@ class FormatEngines:
         self._engines = dict(engines)
         self._offered = dict(offered)
         self.name = "+".join(self._engines)
+        self.formats = formats_run(offered)
 
     def devices(self) -> list[Device]:
         """Every engine's devices, each once (the first engine's view of a shared one)."""

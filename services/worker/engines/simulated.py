@@ -6,6 +6,9 @@ nothing. Through the seam it behaves as a real engine does: steps on the engine'
 own thread, at most `slots` jobs decoding together (the rest wait in order), finish
 reasons, prompt reuse per sequence, and a tokenizer the worker's prompt rules work with.
 
+Formats: it runs every model format (GGUF, EXL2, EXL3: it reads none of them), so a fleet of
+simulated workers serves models of each.
+
 Devices (CORRAL_SIM_DEVICES, `simulated_devices.py`): "cpu" and "cuda:0", "cuda:1", … in
 the order written, each with its declared size; free memory is the size less what loaded
 models occupy. A load that carries a split (the scheduler's plan: bytes per device) holds
@@ -43,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.protocol import Device
+from services.protocol.messages import MODEL_FORMATS, ModelFormat
 from services.telemetry import log_event
 from services.worker.engines.base import (
     EngineError,
@@ -296,6 +300,7 @@ class SimulatedEngine:
     """Loads models onto the declared devices; each loaded model steps on its own thread."""
 
     name = "simulated"
+    formats: tuple[ModelFormat, ...] = MODEL_FORMATS
 
     def __init__(self, devices: Sequence[tuple[str, int]], tokens_per_second: float) -> None:
         """`devices`: (kind, bytes) as CORRAL_SIM_DEVICES declares them; `tokens_per_second`:
