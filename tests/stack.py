@@ -73,10 +73,14 @@ class Stack:
         self.nats = NatsServer(self.nats_binary, self.root / "nats")
         self.monitor_port = free_port()
         self.nats.start(monitor_port=self.monitor_port)
-        for name in services:
-            self.start_service(name)
-        if services == SERVICES:
-            self.wait_ready()
+        try:
+            for name in services:
+                self.start_service(name)
+            if services == SERVICES:
+                self.wait_ready()
+        except BaseException:
+            self.stop()  # a stack that never came up leaves no process behind
+            raise
         return self
 
     def start_service(self, name: str, module: str | None = None, env: dict[str, str] | None = None) -> None:
