@@ -489,10 +489,10 @@ class Scheduler:
                     commands.append(Run(worker_id, request.id, command, pending.trace))
                 case placement.Load(worker_id, evict, split):
                     commands.append(self._load(pending, worker_id, evict, split))
-                case placement.Refuse(reason):
+                case placement.Refuse(reason, code):
                     del self._pending[request.id]
                     self._decided(pending, "refuse")
-                    commands += self._fail(pending, reason, "unavailable")
+                    commands += self._fail(pending, reason, code)
                 case placement.Wait(reason):
                     if reason != pending.reason:
                         self._decided(pending, "wait", reason)

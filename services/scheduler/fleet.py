@@ -149,6 +149,7 @@ class Fleet:
         instances = [self._instance(m, entry.reserved, m.id in entry.draining) for m in state.resident]
         known = {m.id for m in state.resident}
         free = {d.id: d.free_memory for d in state.devices}
+        total = {d.id: d.total_memory for d in state.devices}
         for name, load in entry.pending_loads.items():
             if name in known:
                 continue
@@ -160,7 +161,7 @@ class Fleet:
         gpus = sum(1 for d in state.devices if d.kind == "cuda")
         return Worker.of(
             state.worker_id,
-            devices=tuple(Room(device, size) for device, size in free.items()),
+            devices=tuple(Room(device, size, total.get(device, 0)) for device, size in free.items()),
             instances=tuple(instances),
             max_loaded=self._max_loaded(gpus),
             policy=self._policy,

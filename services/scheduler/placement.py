@@ -28,7 +28,11 @@ Rules, in order (Ollama's `processPending` and its GPU choice, spread over many 
 4. If it fits nowhere, a worker whose idle instances can be unloaded to make room loads it
    after unloading them in Ollama's order (shortest keep_alive first, kept-forever last, then
    by digest); the fewest unloads win.
-5. Otherwise the request waits. One that has waited for room too long (the core decides how
+5. A model that would not fit on any of them even empty (all of each device's memory, as the
+   heartbeat says; or, not said, what is free with every instance unloaded) is refused at once
+   with Ollama's text, "model requires more system memory (X) than is available (Y)": waiting
+   could not help it.
+6. Otherwise the request waits. One that has waited for room too long (the core decides how
    long) gets a drain (`drain`): the instances whose unloading would make room on one worker
    take no new requests, so they go idle and rule 4 can unload them; the models keep serving
    what they hold meanwhile, and other requests are placed as before.
@@ -43,7 +47,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.protocol.messages import instance_id
+from services.protocol.messages import ErrorCode, instance_id
 
 CPU = "cpu"
 NO_ROOM = "no worker has room"  # why a request waits when no worker could take its model
@@ -61,10 +65,12 @@ RUNS_ON = {
 
 @dataclass(frozen=True)
 class Room:
-    """One device of a worker ("cpu", "cuda:0", …) and the bytes free on it."""
+    """One device of a worker ("cpu", "cuda:0", …), the bytes free on it, and all it has (0:
+    not known)."""
 
     device: str
     free: int
+    total: int = 0
 
     @property
     def gpu(self) -> bool:
@@ -152,6 +158,12 @@ class Want:
     exact: bool = True  # False: num_ctx is the automatic default, and a larger one serves too
     format: str = "gguf"  # the model's (protocol ModelFormat): only a worker that runs it can take it
 
+    @property
+    def partial_ok(self) -> bool:
+        """Whether part of it may sit in system memory: a GGUF's (llama.cpp offloads by layer);
+        the GPU engines' formats run wholly on GPUs."""
+        return self.format == "gguf"
+
 
 @dataclass(frozen=True)
 class Dispatch:
@@ -174,9 +186,10 @@ class Wait:
 
 @dataclass(frozen=True)
 class Refuse:
-    """No live worker can ever run it (rule 0): the request fails now."""
+    """No live worker can ever run it (rules 0 and 5): the request fails now, with `code`."""
 
     reason: str
+    code: ErrorCode = "unavailable"
 
 
 Decision = Dispatch | Load | Wait | Refuse
@@ -203,13 +216,54 @@ def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> D
     load = _load_where_it_fits(able, want, policy)
     if load is not None:
         return load
-    evictions = [(w, found) for w in able if (found := _evictions_to_fit(w, want.need, policy)) is not None]
+    evictions = [(w, found) for w in able if (found := _evictions_to_fit(w, want, policy)) is not None]
     if evictions:
         worker, (evict, split) = min(
             evictions, key=lambda we: (len(we[1][0]), _on_cpu(we[1][1]), -we[0].free_memory, we[0].id)
         )
         return Load(worker.id, evict, split)
+    if able and not any(_fits_when_empty(w, want, policy) for w in able):
+        return Refuse(too_large(able, want, policy), "internal")  # a failed load, as Ollama's
     return Wait(NO_ROOM)
+
+
+def _empty(worker: Worker) -> tuple[Room, ...]:
+    """The most each device of the worker could ever offer: all it has, or (not known) what is
+    free with every instance's bytes given back. Memory other processes hold now may be freed."""
+    held: dict[str, int] = {}
+    for instance in worker.instances:
+        for device, size in instance.placement or ((CPU, instance.size),):
+            held[device] = held.get(device, 0) + size
+    return tuple(Room(d.device, max(d.total, d.free + held.get(d.device, 0))) for d in worker.devices)
+
+
+def _fits_when_empty(worker: Worker, want: Want, policy: Policy) -> bool:
+    return fit(_empty(worker), want.need, policy, partial=want.partial_ok) is not None
+
+
+def too_large(workers: Sequence[Worker], want: Want, policy: Policy) -> str:
+    """Ollama's refusal of a model larger than the roomiest worker, emptied: the bytes that would
+    be left for system memory after its GPUs, and the system memory it has (for a format that
+    runs wholly on GPUs, the GPU memory it needs and has, in the same words)."""
+    shares = []
+    for devices in map(_empty, workers):
+        gpu_room = sum(policy.gpu_room(d.free) for d in devices if d.gpu)
+        if want.partial_ok:
+            shares.append((max(0, want.need - gpu_room), sum(d.free for d in devices if not d.gpu)))
+        else:
+            shares.append((want.need, gpu_room))
+    required, available = min(shares, key=lambda share: share[0] - share[1])  # the closest to fitting
+    memory = "system memory" if want.partial_ok else "GPU memory"
+    needed, has = human_bytes2(required), human_bytes2(available)
+    return f"model requires more {memory} ({needed}) than is available ({has})"
+
+
+def human_bytes2(size: int) -> str:
+    """Ollama's format.HumanBytes2: binary units, one decimal."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def _load_where_it_fits(workers: Sequence[Worker], want: Want, policy: Policy) -> Load | None:
@@ -223,7 +277,8 @@ def _load_where_it_fits(workers: Sequence[Worker], want: Want, policy: Policy) -
     fits = [
         (split, w)
         for w in room
-        if (split := fit(w.devices, want.need, policy, partial=not w.instances)) is not None
+        if (split := fit(w.devices, want.need, policy, partial=not w.instances and want.partial_ok))
+        is not None
     ]
     if fits:
         split, worker = min(fits, key=lambda sw: (_on_cpu(sw[0]), -sw[1].free_memory, sw[1].id))
@@ -309,7 +364,7 @@ def drain(
         (w, found[0])
         for w in workers
         if want.format in w.formats
-        and (found := _evictions_to_fit(w, want.need, policy, busy_too=True)) is not None
+        and (found := _evictions_to_fit(w, want, policy, busy_too=True)) is not None
     ]
     if not plans:
         return None
@@ -318,7 +373,7 @@ def drain(
 
 
 def _evictions_to_fit(
-    worker: Worker, need: int, policy: Policy, *, busy_too: bool = False
+    worker: Worker, want: Want, policy: Policy, *, busy_too: bool = False
 ) -> tuple[tuple[str, ...], Split] | None:
     """Idle instances (or, `busy_too`, any that is not loading) to unload, in Ollama's order,
     until `need` fits, and the split then; None if it never does."""
@@ -331,6 +386,10 @@ def _evictions_to_fit(
             free[device] = free.get(device, 0) + size
         count -= 1
         rooms = tuple(Room(device, size) for device, size in free.items())
-        if count < worker.max_loaded and (split := fit(rooms, need, policy, partial=count == 0)) is not None:
+        partial = count == 0 and want.partial_ok
+        if (
+            count < worker.max_loaded
+            and (split := fit(rooms, want.need, policy, partial=partial)) is not None
+        ):
             return tuple(evict), split
     return None

@@ -213,3 +213,30 @@ def test_a_second_gpu_of_the_same_worker_takes_a_replica_when_every_slot_is_busy
     finally:
         replies.close()
         stack.stop()
+
+
+def test_a_model_larger_than_every_worker_is_refused_at_once(tmp_path: Path, nats_binary: Path) -> None:
+    """No request waits for room that can never come: the bundled model (about 170 MB at its
+    context) on a worker with 100 MiB in all is refused with Ollama's text, not left waiting."""
+    overrides = {"CORRAL_ENGINE": "simulated", "CORRAL_SIM_DEVICES": "cpu:100MiB"}
+    stack = Stack(tmp_path, nats_binary, overrides).start(("registry", "scheduler", "gateway", "worker"))
+    try:
+        asyncio.run(heartbeat(stack, lambda state: state.worker_id == "w1"))
+        until(lambda: answers(f"{stack.url}/api/tags"), what="the gateway and the registry to answer")
+        body = {"model": MODEL, "prompt": "Hi", "stream": False}
+        answer = httpx.post(f"{stack.url}/api/generate", json=body, timeout=120)
+        assert answer.status_code == 500
+        error = answer.json()["error"]
+        assert error.startswith("model requires more system memory (") and error.endswith(
+            " than is available (100.0 MiB)"
+        )
+        assert httpx.get(f"{stack.url}/api/queue", timeout=30).json()["waiting"] == 0
+    finally:
+        stack.stop()
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -170,10 +170,11 @@ def state(
 ) -> WorkerState:
     """A worker with `memory` free in system memory and on each of `gpus` GPUs (less what its
     resident instances hold there); `formats` None: a heartbeat that does not say (GGUF only)."""
-    devices = [Device(id="cpu", kind="cpu", free_memory=memory)]
+    total = max(memory, 8 * GB)  # each device has 8 GB (or more), `memory` of it free
+    devices = [Device(id="cpu", kind="cpu", free_memory=memory, total_memory=total)]
     for index in range(gpus):
         held = sum(m.placement.get(f"cuda:{index}", 0) for m in resident)
-        devices.append(Device(id=f"cuda:{index}", kind="cuda", free_memory=memory - held))
+        devices.append(Device(id=f"cuda:{index}", kind="cuda", free_memory=memory - held, total_memory=total))
     extra = {} if formats is None else {"formats": formats}
     return WorkerState(
         worker_id=worker, seq=next(_seq), engine="llamacpp", devices=devices, resident=list(resident), **extra
