@@ -51,6 +51,7 @@ MAX_REFUSALS = 3  # a request whose run is refused this many times fails ("unava
 PLACED_REMEMBERED = 10_000  # placed requests whose worker is remembered, to pass a cancel on
 ACKED_REMEMBERED = 100_000  # acknowledged requests remembered, so a redelivery is not run again
 STARVED_AFTER = 10.0  # seconds a request waits for room before instances are drained for it
+REPLICA_RETRY_AFTER = 60.0  # seconds before a worker where a replica failed to load gets another
 NO_WORKER_WAIT = 300.0  # seconds a request waits while no worker is alive (OLLAMA_LOAD_TIMEOUT)
 NO_WORKER = "no worker is available to run the model"
 
@@ -219,6 +220,7 @@ class Scheduler:
         # The last requests placed (id -> worker) and acknowledged: the oldest are forgotten first.
         self._placed: FIFOCache[str, str] = FIFOCache(maxsize=PLACED_REMEMBERED)
         self._acked: FIFOCache[str, None] = FIFOCache(maxsize=ACKED_REMEMBERED)
+        self._replica_failed: dict[tuple[str, str], float] = {}  # (worker, digest) -> when
 
     @property
     def waiting(self) -> int:
@@ -419,6 +421,12 @@ class Scheduler:
         error = result.error or "model failed to load"
         log_event(log, "load_failed", level=logging.ERROR, worker=worker_id, error=error)
         measure.load_failures.add(1, {measure.WORKER: worker_id})
+        if self._serving(digest, num_ctx):  # a replica: its waiters wait for the instances that serve
+            self._replica_failed[(worker_id, digest)] = self._clock()
+            for pending in self._pending.values():
+                if pending.loading_on == worker_id and pending.want.digest == digest:
+                    pending.loading_on = None
+            return []
         commands: list[Command] = []
         for pending in list(self._pending.values()):
             want = pending.want
@@ -426,6 +434,23 @@ class Scheduler:
                 del self._pending[pending.request.id]
                 commands += self._fail(pending, error, "internal")
         return commands
+
+    def _serving(self, digest: str, num_ctx: int) -> bool:
+        """Whether a loaded instance of these weights and context is in the fleet."""
+        return any(
+            i.digest == digest and i.num_ctx == num_ctx and not i.loading
+            for worker in self._fleet.workers()
+            for i in worker.instances
+        )
+
+    def _no_replica_on(self, digest: str) -> frozenset[str]:
+        """The workers where a replica of `digest` failed to load lately: none goes there yet."""
+        now = self._clock()
+        return frozenset(
+            worker
+            for (worker, failed), when in self._replica_failed.items()
+            if failed == digest and now - when < REPLICA_RETRY_AFTER
+        )
 
     def _lose(self, worker_id: str, why: str, *, runs_reached: bool = True) -> list[Command]:
         """Forget a worker that is gone: what waited for its load is placed again. A run out to
@@ -445,6 +470,10 @@ class Scheduler:
         return commands
 
     def _tick(self) -> list[Command]:
+        now = self._clock()
+        self._replica_failed = {
+            k: t for k, t in self._replica_failed.items() if now - t < REPLICA_RETRY_AFTER
+        }
         commands: list[Command] = []
         for worker_id in self._fleet.stale(self._clock(), self._stale_after):
             commands += self._lose(worker_id, "silent")
@@ -479,7 +508,7 @@ class Scheduler:
             if pending.dispatching:
                 continue
             request, want = pending.request, pending.want
-            match place(self._fleet.workers(), want, self._policy):
+            match place(self._fleet.workers(), want, self._policy, self._no_replica_on(want.digest)):
                 case placement.Dispatch(worker_id, num_ctx, instance):
                     pending.dispatched_to, pending.dispatched_ctx = worker_id, num_ctx
                     pending.dispatched_instance = instance

@@ -195,7 +195,14 @@ class Refuse:
 Decision = Dispatch | Load | Wait | Refuse
 
 
-def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> Decision:
+def place(
+    workers: Sequence[Worker],
+    want: Want,
+    policy: Policy = Policy(),
+    no_replica_on: frozenset[str] = frozenset(),
+) -> Decision:
+    """The decision for one request (the module's rules). `no_replica_on`: workers where a
+    replica of the model failed to load lately (the core's memory): none is tried there."""
     able = [w for w in workers if want.format in w.formats]
     if workers and not able:
         return Refuse(cannot_run(want.format))
@@ -208,7 +215,7 @@ def place(workers: Sequence[Worker], want: Want, policy: Policy = Policy()) -> D
         if any(i.loading for _, i in matching):
             return Wait("model loading")
         if not policy.max_replicas or len(matching) < policy.max_replicas:
-            room = [_room_for_replica(w, want.digest, policy) for w in able]
+            room = [_room_for_replica(w, want.digest, policy) for w in able if w.id not in no_replica_on]
             replica = _load_where_it_fits(room, want, policy)
             if replica is not None:
                 return replica

@@ -731,6 +731,41 @@ SCENARIOS: list[tuple[str, list[Step], int]] = [
         1,
     ),
     (
+        "a-replica-that-fails-to-load-fails-nobody-its-waiters-wait-for-the-serving-instance",
+        [
+            (beat("w1", res(A, on="cuda:0", instance=A1), gpus=2), []),
+            (arrive("r1"), [run("w1", "r1")]),
+            (ran("r1", after=state("w1", res(A, busy=1, on="cuda:0", instance=A1), gpus=2)), [Ack("r1")]),
+            (arrive("r2"), [load("w1", "r2", on="cuda:1", instance=A2)]),
+            (
+                loaded(
+                    "w1",
+                    instance=A2,
+                    error="out of memory",
+                    after=state("w1", res(A, busy=1, on="cuda:0", instance=A1), gpus=2),
+                ),
+                [],  # not failed: an instance of the model serves, and no replica is tried there again yet
+            ),
+            (beat("w1", res(A, on="cuda:0", instance=A1), gpus=2), [run("w1", "r2", instance=A1)]),
+        ],
+        1,
+    ),
+    (
+        "a-replica-is-tried-again-on-that-worker-a-minute-after-it-failed",
+        [
+            (beat("w1", res(A, busy=1, on="cuda:0", instance=A1), gpus=2), []),
+            (arrive("r1"), [load("w1", "r1", on="cuda:1", instance=A2)]),
+            (loaded("w1", instance=A2, error="out of memory"), []),
+            (beat("w1", res(A, busy=1, on="cuda:0", instance=A1), gpus=2), []),
+            (Later(61), []),
+            (
+                beat("w1", res(A, busy=1, on="cuda:0", instance=A1), gpus=2),
+                [load("w1", "r1", on="cuda:1", instance=A2)],
+            ),
+        ],
+        1,
+    ),
+    (
         "an-older-worker-that-names-no-instance-gets-no-second",
         [
             (beat("w1", res(A, busy=1, on="cuda:0"), gpus=2), []),
