@@ -11,16 +11,33 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from services.protocol import Device
 from services.worker.engines.base import EngineError, LoadSpec, OnSteps
 from services.worker.engines.exl_loop import ExlModel, Library
 from services.worker.engines.formats import gpu_only_split
 from services.worker.engines.hf_model import HfVocab, link_directory, remove_directory
+from services.worker.gpus import cuda_devices
 
 T = TypeVar("T")
 # What an adapter does once the files are in place: (spec, model directory, vocabulary, bytes
 # per CUDA index from the split; {} for its own choice) -> the loaded library and the bytes
 # it took on each device.
 Opener = Callable[[LoadSpec, Path, HfVocab, dict[int, int]], tuple[Library, dict[str, int]]]
+
+
+class ExlEngine:
+    """An exllama engine: its name and the library's way of opening a model directory; the CUDA
+    devices and the load around the opener are the same for both libraries."""
+
+    def __init__(self, name: str, opener: Opener) -> None:
+        self.name = name
+        self._opener = opener
+
+    def devices(self) -> list[Device]:
+        return cuda_devices()
+
+    def load(self, spec: LoadSpec, on_steps: OnSteps) -> ExlModel:
+        return load_model(self.name, spec, on_steps, self._opener)
 
 
 def import_library(name: str) -> ModuleType:

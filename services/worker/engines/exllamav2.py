@@ -16,11 +16,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from services.protocol import Device
 from services.telemetry import log_event
-from services.worker.engines.base import InvalidJob, Job, LoadSpec, OnSteps
-from services.worker.engines.exl_load import Generator, free_vram, import_library, load_model, used_vram
-from services.worker.engines.exl_loop import ExlModel, Library
+from services.worker.engines.base import InvalidJob, Job, LoadSpec
+from services.worker.engines.exl_load import (
+    ExlEngine,
+    Generator,
+    free_vram,
+    import_library,
+    used_vram,
+)
+from services.worker.engines.exl_loop import Library
 from services.worker.engines.exl_plan import (
     CHUNK,
     cache_choice,
@@ -31,20 +36,9 @@ from services.worker.engines.exl_plan import (
     sampler_plan,
 )
 from services.worker.engines.hf_model import HfVocab
-from services.worker.gpus import cuda_devices
 
 log = logging.getLogger("corral.worker")
 CACHE_CLASSES = {None: "ExLlamaV2Cache", 8: "ExLlamaV2Cache_Q8", 4: "ExLlamaV2Cache_Q4"}
-
-
-class ExLlamaV2Engine:
-    name = "exllamav2"
-
-    def devices(self) -> list[Device]:
-        return cuda_devices()
-
-    def load(self, spec: LoadSpec, on_steps: OnSteps) -> ExlModel:
-        return load_model(self.name, spec, on_steps, _open)
 
 
 def _open(
@@ -95,6 +89,11 @@ def _open(
     if not paged:
         log_event(log, "unpaged_generator", level=logging.WARNING, engine="exllamav2", slots=spec.slots)
     return _ExLlamaV2(torch, generator_module, model, generator), used
+
+
+class ExLlamaV2Engine(ExlEngine):
+    def __init__(self) -> None:
+        super().__init__("exllamav2", _open)
 
 
 class _ExLlamaV2(Generator):

@@ -16,11 +16,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from services.protocol import Device
 from services.telemetry import log_event
-from services.worker.engines.base import InvalidJob, Job, LoadSpec, OnSteps
-from services.worker.engines.exl_load import Generator, free_vram, import_library, load_model, used_vram
-from services.worker.engines.exl_loop import ExlModel, Library
+from services.worker.engines.base import InvalidJob, Job, LoadSpec
+from services.worker.engines.exl_load import (
+    ExlEngine,
+    Generator,
+    free_vram,
+    import_library,
+    used_vram,
+)
+from services.worker.engines.exl_loop import Library
 from services.worker.engines.exl_plan import (
     CHUNK,
     cache_choice,
@@ -31,19 +36,8 @@ from services.worker.engines.exl_plan import (
     sampler_plan,
 )
 from services.worker.engines.hf_model import HfVocab
-from services.worker.gpus import cuda_devices
 
 log = logging.getLogger("corral.worker")
-
-
-class ExLlamaV3Engine:
-    name = "exllamav3"
-
-    def devices(self) -> list[Device]:
-        return cuda_devices()
-
-    def load(self, spec: LoadSpec, on_steps: OnSteps) -> ExlModel:
-        return load_model(self.name, spec, on_steps, _open)
 
 
 def _open(
@@ -79,6 +73,11 @@ def _open(
     except InvalidJob as exc:
         log_event(log, "format_unavailable", level=logging.WARNING, engine="exllamav3", error=exc)
     return library, used
+
+
+class ExLlamaV3Engine(ExlEngine):
+    def __init__(self) -> None:
+        super().__init__("exllamav3", _open)
 
 
 class _ExLlamaV3(Generator):
