@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ import httpx
 import pytest
 
 from services.config import ConfigError, load_settings
-from tests.stack import Stack, free_port
-from tests.watch import DEADLINE
+from tests.stack import MODEL, Stack, free_port
+from tests.watch import DEADLINE, until
 
 ROOT = Path(__file__).resolve().parents[2]
 FAQ = ROOT / "docs" / "faq.md"
@@ -153,10 +152,18 @@ def mapped_errors(stack: Stack) -> int:
 
 def test_a_foreign_origin_gets_403_and_its_request_never_runs(stack: Stack) -> None:
     before = mapped_errors(stack)
+    copy = {"source": MODEL, "destination": "cors-copy"}
     with httpx.Client(trust_env=False, timeout=30) as client:
         refused = client.post(f"{stack.url}/api/generate", json=MISSING, headers={"Origin": FOREIGN_ORIGIN})
         assert refused.status_code == 403 and refused.content == b""
         assert mapped_errors(stack) == before  # the route, which would have said 404, did not run
+        # A page on another site cannot change the store either: its copy is refused, not made.
+        assert (
+            client.post(f"{stack.url}/api/copy", json=copy, headers={"Origin": FOREIGN_ORIGIN}).status_code
+            == 403
+        )
+        names = [m["name"] for m in client.get(f"{stack.url}/api/tags").json()["models"]]
+        assert "cors-copy:latest" not in names and MODEL in names
         answered = client.post(f"{stack.url}/api/generate", json=MISSING, headers={"Origin": ALLOWED_ORIGIN})
     assert answered.status_code == 404 and "not found" in answered.json()["error"]
     assert answered.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
@@ -194,11 +201,9 @@ def faq_origins_url(stack: Stack) -> Iterator[str]:
     port = free_port()
     env = {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_ORIGINS": example[1]}
     stack.start_service("gateway-origins", module="gateway", env=env)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + DEADLINE
+    url = f"http://127.0.0.1:{port}"
     try:
-        while not serving(url):
-            assert time.monotonic() < deadline, stack.log("gateway-origins")[-3000:]
-            time.sleep(0.2)
+        until(lambda: serving(url), what="the gateway started with the FAQ's OLLAMA_ORIGINS")
         yield url
     finally:
         stack.stop_service("gateway-origins")

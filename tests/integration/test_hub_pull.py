@@ -6,7 +6,6 @@ and the proxy through HTTPS_PROXY, as a user behind one would set them."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
@@ -20,7 +19,7 @@ import ollama
 import pytest
 
 from tests.hub import HubImitation, exl2_repository, exl2_shard
-from tests.integration.test_pull import blobs, hidden_files, resumed_progress
+from tests.integration.test_pull import blobs, hidden_files, restart_and_check_resumed
 from tests.remote import TestCA, TinyProxy
 from tests.stack import Stack
 from tests.watch import DEADLINE, until
@@ -252,15 +251,6 @@ def test_a_pull_cut_mid_file_resumes_where_it_stopped(stack: Stack, hub: HubImit
     finally:
         hub.stall_after = None
         hub.release.set()
-    saved = sum(part["done"] for part in json.loads(state.read_text())["parts"])
-    assert 0 < saved < len(big)
-
-    # The restarted registry finishes the pull by itself (the catalog recorded it).
-    progress = asyncio.run(resumed_progress(stack, lambda: stack.start_service("registry")))
-    layer = [p for p in progress if p.digest == digest]
-    assert layer[0].completed >= saved  # picked up where the saved state says it stopped
-    assert progress[-1].status == "success" and progress[-1].done
-    assert stored(stack, digest).read_bytes() == big
-    assert hidden_files(stack) == []
+    restart_and_check_resumed(stack, state, digest, big)
     tags = httpx.get(f"{stack.url}/api/tags").json()["models"]
     assert name in [m["name"] for m in tags]

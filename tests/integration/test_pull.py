@@ -218,19 +218,23 @@ def test_a_pull_cut_mid_blob_resumes_where_it_stopped(
                 break
         until(state.exists, "the download's first saved state")
         stack.stop_service("registry", signal.SIGKILL)  # cut mid-blob: no chance to tidy up
-    saved = sum(part["done"] for part in json.loads(state.read_text())["parts"])
-    assert 0 < saved < len(big)
+    restart_and_check_resumed(stack, state, digest, big)
+    tags = httpx.get(f"{stack.url}/api/tags").json()["models"]
+    assert name in [m["name"] for m in tags]
 
-    # The restarted registry finishes the pull by itself (the catalog recorded it), reporting
-    # on a subject no client listens to; the test does.
+
+def restart_and_check_resumed(stack: Stack, state: Path, digest: str, data: bytes) -> None:
+    """After a registry was killed mid-blob: some of the blob was saved; the restarted registry
+    finishes the pull by itself (the catalog recorded it), reporting on a subject no client
+    listens to (the test does), from where the saved state says it stopped, to the whole blob."""
+    saved = sum(part["done"] for part in json.loads(state.read_text())["parts"])
+    assert 0 < saved < len(data)
     progress = asyncio.run(resumed_progress(stack, lambda: stack.start_service("registry")))
     layer = [p for p in progress if p.digest == digest]
     assert layer[0].completed >= saved  # picked up where the saved state says it stopped
     assert progress[-1].status == "success" and progress[-1].done
-    assert (blobs(stack) / digest.replace(":", "-")).read_bytes() == big
+    assert (blobs(stack) / digest.replace(":", "-")).read_bytes() == data
     assert hidden_files(stack) == []
-    tags = httpx.get(f"{stack.url}/api/tags").json()["models"]
-    assert name in [m["name"] for m in tags]
 
 
 async def resumed_progress(stack: Stack, restart: Callable[[], None]) -> list[Progress]:
