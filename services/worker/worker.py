@@ -226,7 +226,7 @@ class Worker:
                 await self._embed(request, loaded, instance.num_ctx)
                 return
             if request.action == "render":
-                text = render(request, loaded, instance.num_ctx).text
+                text = (await asyncio.to_thread(render, request, loaded, instance.num_ctx)).text
                 self._send(reply, Done(done_reason="render", rendered=text))
                 return
             done = await self._generate(running, loaded)
@@ -257,7 +257,12 @@ class Worker:
         options = request.options_for(request.model.parameters)
         num_ctx = running.instance.num_ctx
         num_keep = options.num_keep if options.num_keep is not None else 4
-        prompt = build_prompt(request, loaded, num_ctx, num_keep)
+        # Tokenizing a long document (or building 100,000 stops) takes seconds: on a thread, so the
+        # event loop keeps the heartbeats going meanwhile.
+        prompt = await asyncio.to_thread(build_prompt, request, loaded, num_ctx, num_keep)
+        stops = await asyncio.to_thread(StopMatcher, options.stop or [])
+        if running.cancelled:  # while it was being prepared: nothing was submitted
+            return Done(done_reason="cancel")
         limit, may_shift = max_tokens(options.num_predict or -1, num_ctx, len(prompt.tokens))
         top = request.top_logprobs if request.logprobs or request.top_logprobs else None
         job = Job(
@@ -273,7 +278,7 @@ class Worker:
             submitted_ns=time.perf_counter_ns(),
             detokenizer=loaded,
             parser=prompt.parser,
-            stops=StopMatcher(options.stop or []),
+            stops=stops,
             keep_context=request.kind == "generate" and not request.raw,
         )
         loaded.submit(job)
@@ -283,12 +288,7 @@ class Worker:
         return running.generation.done()
 
     async def _embed(self, request: GenerationRequest, loaded: LoadedModel, num_ctx: int) -> None:
-        inputs = []
-        for text in request.input:
-            tokens = loaded.tokenize(text, add_special=True)
-            if len(tokens) > num_ctx and not request.truncate:
-                raise PromptError(INPUT_TOO_LONG)
-            inputs.append(tokens[:num_ctx])
+        inputs = await asyncio.to_thread(_embedding_inputs, request, loaded, num_ctx)
         vectors = await asyncio.to_thread(loaded.embed, inputs) if inputs else []
         count = sum(len(tokens) for tokens in inputs)
         self._send(request.reply_subject, Embeddings(embeddings=vectors, prompt_eval_count=count))
@@ -390,3 +390,14 @@ def weights_path(models: Path, digest: str) -> Path | None:
     root = models.resolve()
     path = (root / "blobs" / digest.replace(":", "-")).resolve()
     return path if path.is_relative_to(root) else None
+
+
+def _embedding_inputs(request: GenerationRequest, loaded: LoadedModel, num_ctx: int) -> list[list[int]]:
+    """Each input's tokens, cut to the context (or refused, with `truncate` false)."""
+    inputs = []
+    for text in request.input:
+        tokens = loaded.tokenize(text, add_special=True)
+        if len(tokens) > num_ctx and not request.truncate:
+            raise PromptError(INPUT_TOO_LONG)
+        inputs.append(tokens[:num_ctx])
+    return inputs
